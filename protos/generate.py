@@ -19,8 +19,9 @@ PROTO_FILES = [
     "protos/authpb/auth.proto",
     "protos/etcdserverpb/rpc.proto",
     "protos/kvpb/internal.proto",
+    "protos/kvpb/peer.proto",
 ]
-WITH_SERVICES = {"protos/etcdserverpb/rpc.proto"}
+WITH_SERVICES = {"protos/etcdserverpb/rpc.proto", "protos/kvpb/peer.proto"}
 
 
 def generate(out_dir: pathlib.Path = ROOT) -> None:

@@ -1,0 +1,149 @@
+"""`kvcluster`: run one member with etcd's flags (also `python -m cluster.cli`).
+
+Flags are etcd 3.4's spellings and defaults. The peer and cluster flags give the member its
+identity (member and cluster IDs, MemberList) and configure replication (Member's ReplicatedLog).
+Logs: one JSON object per line on stderr (level, ts, logger, msg, then the event's fields), at
+--log-level (default warn: quiet; info adds lifecycle events).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+
+import uvloop
+
+from cluster.server.compactor import parse_duration
+from cluster.server.member import Member, MemberConfig, host_port
+
+
+class JsonLineFormatter(logging.Formatter):
+    """One JSON object per log record; structured fields come from `extra={"fields": {...}}`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "level": record.levelname.lower(),
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+                  + f".{int(record.msecs):03d}Z",
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        line.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLineFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel({"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+                   "error": logging.ERROR, "panic": logging.CRITICAL,
+                   "fatal": logging.CRITICAL}[level])
+
+
+def _urls(value: str) -> list[str]:
+    return [u.strip() for u in value.split(",") if u.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kvcluster", description="A kvstack member (etcd v3 API).")
+    a = p.add_argument
+    a("--name", default="default")
+    a("--data-dir", default=None, help="default: ${name}.etcd")
+    a("--listen-client-urls", type=_urls, default=["http://localhost:2379"])
+    a("--advertise-client-urls", type=_urls, default=["http://localhost:2379"])
+    a("--listen-metrics-urls", type=_urls, default=[])
+    a("--listen-peer-urls", type=_urls, default=["http://localhost:2380"])
+    a("--initial-advertise-peer-urls", type=_urls, default=["http://localhost:2380"])
+    a("--initial-cluster", default=None, help="default: ${name}=http://localhost:2380")
+    a("--initial-cluster-state", choices=["new", "existing"], default="new")
+    a("--initial-cluster-token", default="etcd-cluster")
+    a("--max-request-bytes", type=int, default=1572864)
+    a("--quota-backend-bytes", type=int, default=0)
+    a("--max-txn-ops", type=int, default=128)
+    a("--heartbeat-interval", type=int, default=100, help="ms")
+    a("--election-timeout", type=int, default=1000, help="ms")
+    a("--snapshot-count", type=int, default=100000)
+    a("--auto-compaction-mode", choices=["periodic", "revision"], default="periodic")
+    a("--auto-compaction-retention", default="0")
+    a("--log-level", choices=["debug", "info", "warn", "error", "panic", "fatal"], default="warn")
+    a("--logger", default="zap", help="accepted for etcd compatibility; logs are always JSON lines")
+    a("--experimental-watch-progress-notify-interval", default="10m",
+      help="period of watch progress notifications (etcd's experimental flag)")
+    a("--experimental-local-log", action="store_true",
+      help="ours, not etcd's: a single member without Raft, on the fsync'd local log")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> MemberConfig:
+    """The member configuration; raises ValueError for URLs we cannot serve."""
+    for url in (*args.listen_client_urls, *args.listen_metrics_urls):
+        host_port(url)
+    return MemberConfig(
+        name=args.name,
+        data_dir=args.data_dir or f"{args.name}.etcd",
+        listen_client_urls=args.listen_client_urls,
+        advertise_client_urls=args.advertise_client_urls,
+        listen_metrics_urls=args.listen_metrics_urls,
+        listen_peer_urls=args.listen_peer_urls,
+        initial_advertise_peer_urls=args.initial_advertise_peer_urls,
+        initial_cluster=args.initial_cluster or f"{args.name}=" + ",".join(args.initial_advertise_peer_urls),
+        initial_cluster_state=args.initial_cluster_state,
+        initial_cluster_token=args.initial_cluster_token,
+        max_request_bytes=args.max_request_bytes,
+        quota_backend_bytes=args.quota_backend_bytes,
+        max_txn_ops=args.max_txn_ops,
+        heartbeat_interval_ms=args.heartbeat_interval,
+        election_timeout_ms=args.election_timeout,
+        snapshot_count=args.snapshot_count,
+        auto_compaction_mode=args.auto_compaction_mode,
+        auto_compaction_retention=args.auto_compaction_retention,
+        watch_progress_notify_interval=parse_duration(args.experimental_watch_progress_notify_interval),
+        local_log=args.experimental_local_log,
+    )
+
+
+async def run(cfg: MemberConfig) -> int:
+    member = Member(cfg)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, member.request_stop)
+    await member.start()
+    await member.wait_stopped()
+    await member.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["local"]:
+        from . import local_stack
+
+        return local_stack.main(argv[1:])
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as exc:
+        print(f"kvcluster: {exc}", file=sys.stderr)
+        return 2
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        try:
+            return runner.run(run(cfg))
+        except ValueError as exc:  # a configuration the member refuses at start
+            print(f"kvcluster: {exc}", file=sys.stderr)
+            return 2
+
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

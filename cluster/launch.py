@@ -1,0 +1,179 @@
+"""Launching local processes: free ports, process groups that always clean up, and the flags of
+an n-member cluster.
+
+One `ClusterSpec` describes a cluster for etcd 3.4.23 and for `kvcluster` alike, because our member
+takes etcd's flags. Used at run time by `kvcluster local` and `kvbench compare`, and by the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+LOOPBACK = "127.0.0.1"
+# Our processes run under the current interpreter, so the code run is this checkout's.
+KVCLUSTER = [sys.executable, "-m", "cluster.cli"]
+KVPROXY = [sys.executable, "-m", "proxy.cli"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free when asked (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll `condition` until it is true; raise TimeoutError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def port_open(port: int, host: str = LOOPBACK) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class ProcessGroup:
+    """Starts subprocesses and guarantees they are gone when `close()` runs.
+
+    Each process runs in its own session so that `close()` can kill its whole process group
+    (workers and children included). Output goes to a log file under `log_dir`, whose tail is
+    available for assertion messages through `log_tail(name)`.
+    """
+
+    def __init__(self, log_dir: str):
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen] = {}
+        os.makedirs(log_dir, exist_ok=True)
+
+    def start(self, name: str, argv: Sequence[str], env: dict | None = None) -> subprocess.Popen:
+        log = open(os.path.join(self.log_dir, f"{name}.log"), "ab")
+        proc = subprocess.Popen(
+            list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env={**os.environ, **(env or {})},
+        )
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        try:
+            with open(os.path.join(self.log_dir, f"{name}.log"), "rb") as f:
+                return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def kill(self, name: str, sig: int = signal.SIGKILL, wait: float = 10.0) -> None:
+        """Signal the process group of `name` and reap it (SIGKILL if it outlives `wait`)."""
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=wait)
+
+    def close(self) -> None:
+        for name in list(self.procs):
+            self.kill(name, signal.SIGKILL)
+
+
+
+@dataclass
+class Member:
+    name: str
+    client_port: int
+    peer_port: int
+    metrics_port: int
+    data_dir: str
+
+    @property
+    def client_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.peer_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.metrics_port}"
+
+
+@dataclass
+class ClusterSpec:
+    """Names, ports and data dirs for an n-member cluster; `argv(member)` gives etcd's flags."""
+
+    members: list[Member]
+    token: str = "test-cluster"
+    extra_flags: list[str] = field(default_factory=list)
+
+    @classmethod
+    def allocate(cls, base_dir: str, size: int, extra_flags: list[str] | None = None) -> "ClusterSpec":
+        members = [
+            Member(f"m{i}", free_port(), free_port(), free_port(), os.path.join(base_dir, f"m{i}.data"))
+            for i in range(1, size + 1)
+        ]
+        return cls(members, extra_flags=list(extra_flags or []))
+
+    @property
+    def initial_cluster(self) -> str:
+        return ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+
+    @property
+    def endpoints(self) -> str:
+        return ",".join(f"{LOOPBACK}:{m.client_port}" for m in self.members)
+
+    def argv(self, m: Member) -> list[str]:
+        return [
+            "--name", m.name, "--data-dir", m.data_dir,
+            "--listen-client-urls", m.client_url, "--advertise-client-urls", m.client_url,
+            "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
+            "--initial-cluster", self.initial_cluster, "--initial-cluster-state", "new",
+            "--initial-cluster-token", self.token,
+            "--listen-metrics-urls", m.metrics_url,
+            *self.extra_flags,
+        ]
+
+
+@dataclass
+class ProxySpec:
+    """Where a proxy listens for clients and metrics, and the endpoints it forwards to."""
+
+    upstream: str
+    port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+
+    @property
+    def endpoint(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.metrics_port}"
+
+    def argv(self) -> list[str]:
+        """`start` plus `etcd grpc-proxy start`'s flags, which `kvproxy start` takes too."""
+        return ["start", "--endpoints", self.upstream, "--listen-addr", self.endpoint,
+                "--metrics-addr", self.metrics_url]

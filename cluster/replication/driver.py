@@ -1,0 +1,396 @@
+"""`RaftDriver`: the asyncio loop that runs the Raft core for one member (seam.ReplicatedLog).
+
+Tasks (all on the member's event loop; blocking I/O on the driver's `wal` worker thread):
+
+- **ticker**: every `tick_interval` seconds, `RawNode.tick()` (elections, heartbeats).
+- **ready loop**: whenever something happened (tick, peer message, proposal, read request,
+  transport report), drain `RawNode.ready()`; for each Ready, in this order (Raft thesis §10.2.1,
+  and the durability contract in cluster/raft/rawnode.py):
+    1. send `messages` (the leader's appends and heartbeats go out in parallel with its fsync);
+    2. append `entries` + `hard_state` to the WAL, fsync once if `must_sync` (worker thread; the
+       loop keeps accepting proposals meanwhile: they all land in the next Ready, one fsync);
+    3. mirror them into the in-memory Raft storage (only now are they durable);
+    4. send `messages_after_persist` (acknowledgements of what is now durable);
+    5. hand `committed_entries` to the **applier** queue (conf changes take effect in the core
+       at once) and feed `read_states` to the `ReadIndexBatcher`;
+    6. `advance()`.
+- **applier**: hands committed batches to the apply callback in index order, one call at a time
+  (apply of batch N overlaps the fsync of batch N+1), then releases readers waiting for applied
+  >= their read index.
+
+Exactly once across restarts: the core re-delivers every committed entry after its snapshot; the
+applier passes only entries past the store's `applied_index` to the apply callback, while conf
+changes are always re-applied to the core (it keeps membership in memory only).
+
+Failures reach callers as etcd errors: `propose` raises "etcdserver: no leader" (or "leader
+changed" during a transfer) when the core refuses; a proposal forwarded to a leader that dies is
+lost and its proposer times out ("etcdserver: request timed out", the Proposer's sweep); readers
+fail with "leader changed" when the leader changes under them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import random
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Protocol
+
+from cluster.raft import (
+    Config,
+    EntryType,
+    HardState,
+    MemoryStorage,
+    Message,
+    RawNode,
+    Ready,
+    RequestDropped,
+)
+from cluster.raft import Entry as RaftEntry
+from cluster.raft.codec import decode_conf_change
+from cluster.server import errors as server_errors
+from cluster.server.seam import ApplyCallback, Entry
+
+from .errors import LEADER_CHANGED, NO_LEADER, BootstrapError
+from .read_index import ReadIndexBatcher
+
+log = logging.getLogger(__name__)
+
+_REPLAY_CHUNK = 512  # entries per apply call while catching up
+
+
+class RaftWAL(Protocol):
+    """The durable Raft log the driver writes through (worker thread only, never concurrently).
+
+    `load()` returns the last saved HardState and the entries in log order (a later entry with
+    an index already present replaces the suffix, as Raft truncation does). `save()` appends,
+    fsyncs when `sync` is true and returns the fsync duration in seconds (0 when not synced).
+    """
+
+    def load(self) -> tuple[HardState, list[RaftEntry]]: ...
+
+    def save(self, hard_state: HardState | None, entries: list[RaftEntry], sync: bool) -> float: ...
+
+    def close(self) -> None: ...
+
+
+class PeerNetwork(Protocol):
+    """What the driver needs from the transport. `send` never blocks and never raises: a message
+    that cannot be delivered is dropped and reported through `RaftDriver.report_unreachable`."""
+
+    async def start(self, driver: "RaftDriver") -> None: ...
+
+    def send(self, messages: list[Message]) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class RaftDriver:
+    """Raft replication for one member, behind the `ReplicatedLog` seam."""
+
+    def __init__(self, node_id: int, voters: list[int], wal: RaftWAL, network: PeerNetwork, *,
+                 tick_interval: float, election_ticks: int, request_timeout: float,
+                 observe_fsync: Callable[[float], None] | None = None,
+                 on_fatal: Callable[[BaseException], None] | None = None,
+                 on_leader_change: Callable[[int], None] | None = None,
+                 count_read_round: Callable[[], None] | None = None,
+                 count_reads: Callable[[int], None] | None = None,
+                 rng: random.Random | None = None):
+        """`voters`: the founding members' ids (used only to bootstrap an empty log).
+        `election_ticks`: election timeout in ticks (etcd: election-timeout / heartbeat-interval);
+        the heartbeat is one tick. Callbacks run on the loop."""
+        self.node_id = node_id
+        self._voters = sorted(voters)
+        self._wal = wal
+        self._network = network
+        self._tick_interval = tick_interval
+        self._election_ticks = election_ticks
+        self._observe_fsync = observe_fsync
+        self._on_fatal = on_fatal
+        self._on_leader_change = on_leader_change
+        self._rng = rng or random.Random()
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
+        self._storage = MemoryStorage()
+        self._node: RawNode | None = None
+        self._reads = ReadIndexBatcher(
+            node_id, self._request_read_index, retry_after=max(0.5, 2 * election_ticks * tick_interval),
+            timeout=request_timeout, count_round=count_read_round, count_reads=count_reads)
+        self._wake = asyncio.Event()
+        self._to_apply: list[Entry] = []
+        self._wake_applier = asyncio.Event()
+        self._apply: ApplyCallback | None = None
+        self._apply_floor = 0  # entries at or below it are already in the store
+        self._applied = 0
+        self._applied_waiters: list[tuple[int, int, asyncio.Future]] = []
+        self._waiter_seq = itertools.count()
+        self._lead = 0
+        self._stopped = True
+        self._tasks: list[asyncio.Task] = []
+
+    # -- ReplicatedLog ------------------------------------------------------------------------
+
+    async def start(self, apply: ApplyCallback, applied_index: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            hard_state, entries = await loop.run_in_executor(self._io, self._wal.load)
+            fresh = hard_state.is_empty() and not entries
+            if fresh and applied_index > 0:
+                raise BootstrapError(
+                    f"the store has applied index {applied_index} but the Raft log is empty: this "
+                    "data dir was not written by a Raft member; start from an empty --data-dir")
+            last_index = entries[-1].index if entries else 0
+            if applied_index > last_index:
+                raise BootstrapError(
+                    f"the store has applied index {applied_index}, past the WAL's last entry "
+                    f"{last_index}: the WAL does not belong to this store")
+            if applied_index > hard_state.commit:
+                # Only a commit-index update was lost (saved without fsync); the store applied
+                # these entries, so they were committed, and they are durable in the WAL.
+                hard_state = HardState(hard_state.term, hard_state.vote, applied_index)
+        except BootstrapError as exc:
+            log.critical("refusing to start", extra={"fields": {"error": str(exc)}})
+            raise
+        self._storage.append(entries)
+        self._storage.set_hard_state(hard_state)
+        self._node = RawNode(Config(
+            id=self.node_id, storage=self._storage, rng=self._rng,
+            election_tick=self._election_ticks, heartbeat_tick=1))
+        if fresh:
+            self._node.bootstrap(self._voters)
+        self._apply = apply
+        self._apply_floor = self._applied = applied_index
+        log.info("raft log recovered", extra={"fields": {
+            "member_id": f"{self.node_id:x}", "entries": len(entries), "term": hard_state.term,
+            "commit": hard_state.commit, "applied_index": applied_index, "bootstrap": fresh}})
+        self._stopped = False
+        self._tasks = [
+            asyncio.create_task(self._ready_loop(), name="raft-ready"),
+            asyncio.create_task(self._apply_loop(), name="raft-apply"),
+        ]
+        self._wake.set()
+        # Deliver what this member already knows to be committed before serving anything.
+        await self._wait_applied(max(hard_state.commit, len(self._voters) if fresh else 0))
+        await self._network.start(self)
+        self._hasten_first_election()
+        self._tasks.append(asyncio.create_task(self._tick_loop(), name="raft-tick"))
+
+    def propose(self, data: bytes) -> None:
+        if self._stopped:
+            raise server_errors.STOPPED
+        try:
+            self._node.propose(data)
+        except RequestDropped:
+            raise NO_LEADER if self._node.raft.lead == 0 else LEADER_CHANGED from None
+        self._wake.set()
+
+    async def read_barrier(self) -> None:
+        if self._stopped:
+            raise server_errors.STOPPED
+        index = await self._reads.wait_read_index()
+        await self._wait_applied(index)
+
+    async def stop(self) -> None:
+        if self._stopped and not self._tasks:
+            return
+        if not self._stopped:
+            await self._hand_over_leadership()
+        self._stopped = True
+        self._reads.fail_all(server_errors.STOPPED)
+        await self._network.stop()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks = []
+        for _, _, fut in self._applied_waiters:
+            if not fut.done():
+                fut.set_exception(server_errors.STOPPED)
+        self._applied_waiters = []
+        await asyncio.get_running_loop().run_in_executor(self._io, self._wal.close)
+        self._io.shutdown(wait=True)
+
+    @property
+    def committed_index(self) -> int:
+        return self._node.raft.log.committed if self._node else 0
+
+    @property
+    def applied_index(self) -> int:
+        return self._applied
+
+    @property
+    def term(self) -> int:
+        return self._node.raft.term if self._node else 0
+
+    @property
+    def leader_id(self) -> int:
+        return self._lead
+
+    # -- inputs from the transport (event loop) -------------------------------------------------
+
+    def step(self, m: Message) -> None:
+        """A message from a peer."""
+        if self._stopped:
+            return
+        self._node.step(m)
+        self._wake.set()
+
+    def report_unreachable(self, peer_id: int) -> None:
+        """The transport dropped messages to `peer_id`: the leader stops pipelining to it."""
+        if not self._stopped:
+            self._node.report_unreachable(peer_id)
+            self._wake.set()
+
+    def report_snapshot(self, peer_id: int, failed: bool) -> None:
+        if not self._stopped:
+            self._node.report_snapshot(peer_id, failed)
+            self._wake.set()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _request_read_index(self, ctx: bytes) -> None:
+        self._node.read_index(ctx)  # RequestDropped propagates to the batcher
+        self._wake.set()
+
+    async def _hand_over_leadership(self) -> None:
+        """A leader that stops first hands leadership to its most up-to-date voter (etcd 3.1's
+        TransferLeadership on shutdown), so clients see a hand-over, not an election timeout.
+        Best effort, bounded by one election timeout; proposals meanwhile get "leader changed"."""
+        if self._lead != self.node_id:
+            return
+        st = self._node.status()
+        candidates = [(pr.match, peer) for peer, pr in st.progress.items()
+                      if peer != self.node_id and not pr.is_learner]
+        if not candidates:
+            return
+        _, transferee = max(candidates)
+        self._node.transfer_leader(transferee)
+        self._wake.set()
+        deadline = asyncio.get_running_loop().time() + self._election_ticks * self._tick_interval
+        while self._lead in (0, self.node_id) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(self._tick_interval / 4)
+        log.info("leadership handed over on stop", extra={"fields": {
+            "member_id": f"{self.node_id:x}", "transferee": f"{transferee:x}",
+            "leader": f"{self._lead:x}", "done": self._lead not in (0, self.node_id)}})
+
+    def _hasten_first_election(self) -> None:
+        """As etcd does at start: a sole voter campaigns at once; otherwise the clock is advanced
+        to one tick before the election timeout (its random part still spreads candidates), so
+        that a fresh cluster elects in about one heartbeat rather than a whole timeout. Pre-vote
+        keeps a restarted member from disturbing a live leader this way."""
+        voters = self._node.status().conf_state.voters
+        if tuple(voters) == (self.node_id,):
+            self._node.campaign()
+        else:
+            for _ in range(self._election_ticks - 1):
+                self._node.tick()
+        self._wake.set()
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick_interval)
+            self._node.tick()
+            self._wake.set()
+
+    async def _ready_loop(self) -> None:
+        node = self._node
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while node.has_ready():
+                    await self._handle_ready(node.ready())
+                    node.advance()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # the WAL cannot be written: stop, as etcd panics
+            self._fail(exc, "raft ready loop failed")
+            raise
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        if rd.soft_state is not None:
+            self._set_leader(rd.soft_state.lead)
+        if rd.snapshot is not None:
+            raise NotImplementedError("installing a leader snapshot is not supported yet")
+        self._network.send(rd.messages)
+        if rd.entries or rd.hard_state is not None:
+            seconds = await asyncio.get_running_loop().run_in_executor(
+                self._io, self._wal.save, rd.hard_state, rd.entries, rd.must_sync)
+            if rd.must_sync and self._observe_fsync is not None:
+                self._observe_fsync(seconds)
+            self._storage.append(rd.entries)
+            if rd.hard_state is not None:
+                self._storage.set_hard_state(rd.hard_state)
+        self._network.send(rd.messages_after_persist)
+        if rd.committed_entries:
+            self._hand_out(rd.committed_entries)
+        for rs in rd.read_states:
+            self._reads.on_read_state(rs.ctx, rs.index)
+
+    def _hand_out(self, committed: list[RaftEntry]) -> None:
+        """Queue committed entries for the apply callback; make conf changes effective now."""
+        floor = self._apply_floor
+        out = self._to_apply
+        for e in committed:
+            data = e.data
+            if e.type == EntryType.CONF_CHANGE:
+                self._node.apply_conf_change(decode_conf_change(data))
+                data = b""  # the store records its index only
+            if e.index > floor:
+                out.append(Entry(e.index, e.term, data))
+        if out:
+            self._wake_applier.set()
+
+    def _set_leader(self, lead: int) -> None:
+        if lead == self._lead:
+            return
+        previous, self._lead = self._lead, lead
+        log.info("raft leader changed", extra={"fields": {
+            "member_id": f"{self.node_id:x}", "leader": f"{lead:x}", "previous": f"{previous:x}",
+            "term": self.term}})
+        if previous:
+            self._reads.fail_all(LEADER_CHANGED)
+        if lead and self._on_leader_change is not None:
+            self._on_leader_change(lead)
+
+    async def _apply_loop(self) -> None:
+        try:
+            while True:
+                await self._wake_applier.wait()
+                self._wake_applier.clear()
+                while self._to_apply:
+                    batch = self._to_apply[:_REPLAY_CHUNK]
+                    del self._to_apply[:_REPLAY_CHUNK]
+                    await self._apply(batch)
+                    self._applied = batch[-1].index
+                    self._release_applied_waiters()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # an entry that cannot be applied: stop, as etcd panics
+            self._fail(exc, "apply failed")
+            raise
+
+    async def _wait_applied(self, index: int) -> None:
+        if self._applied >= index:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._applied_waiters, (index, next(self._waiter_seq), fut))
+        await fut
+
+    def _release_applied_waiters(self) -> None:
+        waiters = self._applied_waiters
+        while waiters and waiters[0][0] <= self._applied:
+            _, _, fut = heapq.heappop(waiters)
+            if not fut.done():
+                fut.set_result(None)
+
+    def _fail(self, exc: BaseException, what: str) -> None:
+        log.critical(what, extra={"fields": {"error": repr(exc)}})
+        self._stopped = True
+        self._reads.fail_all(server_errors.STOPPED)
+        if self._on_fatal is not None:
+            self._on_fatal(exc)

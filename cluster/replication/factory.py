@@ -1,0 +1,79 @@
+"""`build_replicated_log`: the member's ReplicatedLog, built from its etcd flags.
+
+Called once by `Member.start()` where it used to build a `LocalLog`. Every member, a single
+one included, runs Raft: a one-member cluster is Raft with one voter (it elects itself).
+
+Identity and checks, as etcd does them:
+- member ids and the cluster id come from `cluster.server.membership` (sha1 of the sorted peer
+  URLs + token; sha1 of the sorted member ids);
+- this member's --name must appear in --initial-cluster, with exactly its
+  --initial-advertise-peer-urls;
+- --election-timeout must be at least 5 x --heartbeat-interval (etcd's rule); one tick is one
+  heartbeat interval, the election timeout is election-timeout / heartbeat-interval ticks;
+- the WAL remembers the member and cluster ids it was created for (raft_wal.MemberWAL): a data
+  dir from another cluster is refused.
+Violations raise `BootstrapError` with a message naming the flag to fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from prometheus_client import CollectorRegistry
+
+from cluster.server.membership import Membership, parse_initial_cluster
+
+from .driver import RaftDriver
+from .errors import BootstrapError
+from .metrics import ReplicationMetrics
+from .raft_wal import MemberWAL
+from .transport import PeerTransport
+
+log = logging.getLogger(__name__)
+
+
+def check_flags(cfg) -> None:
+    """Refuse flag combinations etcd refuses (see the module docstring)."""
+    if cfg.heartbeat_interval_ms <= 0 or 5 * cfg.heartbeat_interval_ms > cfg.election_timeout_ms:
+        raise BootstrapError(
+            f"--election-timeout[{cfg.election_timeout_ms}ms] should be at least as 5 times as "
+            f"--heartbeat-interval[{cfg.heartbeat_interval_ms}ms]")
+    if cfg.initial_cluster_state != "new":
+        raise BootstrapError(
+            "--initial-cluster-state existing (joining a running cluster) is not supported yet")
+    configured = parse_initial_cluster(cfg.initial_cluster)
+    if cfg.name not in configured:
+        raise BootstrapError(
+            f"couldn't find local name {cfg.name!r} in the initial cluster configuration "
+            f"(--initial-cluster={cfg.initial_cluster})")
+    if sorted(configured[cfg.name]) != sorted(cfg.initial_advertise_peer_urls):
+        raise BootstrapError(
+            f"--initial-cluster has {cfg.name}={','.join(configured[cfg.name])} but "
+            f"--initial-advertise-peer-urls is {','.join(cfg.initial_advertise_peer_urls)}: "
+            "they must match")
+
+
+def build_replicated_log(cfg, membership: Membership, member_dir: str, registry: CollectorRegistry,
+                         *, observe_fsync=None, on_fatal=None) -> RaftDriver:
+    """A `RaftDriver` for this member: WAL under `member_dir`/wal, peers from `membership`,
+    metrics in `registry`. Raises `BootstrapError` for bad flags."""
+    try:
+        check_flags(cfg)
+    except BootstrapError as exc:
+        log.critical("refusing to start", extra={"fields": {"error": str(exc)}})
+        raise
+    local = membership.local
+    metrics = ReplicationMetrics(registry)
+    transport = PeerTransport(
+        local.id, membership.cluster_id, {m.id: m.peer_urls[0] for m in membership.members},
+        cfg.listen_peer_urls, metrics=metrics)
+    return RaftDriver(
+        local.id, [m.id for m in membership.members],
+        MemberWAL(os.path.join(member_dir, "wal"), local.id, membership.cluster_id), transport,
+        tick_interval=cfg.heartbeat_interval_ms / 1000,
+        election_ticks=cfg.election_timeout_ms // cfg.heartbeat_interval_ms,
+        request_timeout=cfg.request_timeout,
+        observe_fsync=observe_fsync, on_fatal=on_fatal,
+        on_leader_change=lambda _lead: metrics.leader_changes.inc(),
+        count_read_round=metrics.read_indexes.inc, count_reads=metrics.count_reads)

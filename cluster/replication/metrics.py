@@ -1,0 +1,53 @@
+"""Replication metrics under etcd's names, beside the member's own (cluster/server/metrics.py).
+
+The member already exports has_leader / is_leader / proposals_* / wal_fsync from the seam's
+figures; this module adds what only replication knows. Hot paths call plain `inc()`.
+`etcd_server_read_indexes_total` (rounds) and `etcd_server_linearizable_reads_total` (reads) are
+ours (etcd 3.4 has neither); their ratio is the ReadIndex batching factor.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+# etcd's layout for etcd_network_peer_round_trip_time_seconds: 0.1 ms doubling, 16 buckets
+_RTT_BUCKETS = tuple(0.0001 * 2 ** i for i in range(16))
+
+
+class ReplicationMetrics:
+    """Leader changes, ReadIndex rounds and reads, peer traffic and round trips."""
+
+    def __init__(self, registry: CollectorRegistry):
+        r = registry
+        self.leader_changes = Counter(
+            "etcd_server_leader_changes_seen", "The number of leader changes seen.", registry=r)
+        self.read_indexes = Counter(
+            "etcd_server_read_indexes", "The number of ReadIndex rounds (each confirms a batch "
+            "of linearizable reads).", registry=r)
+        self.linearizable_reads = Counter(
+            "etcd_server_linearizable_reads", "The number of linearizable reads served through "
+            "ReadIndex rounds.", registry=r)
+        self.peer_sent_bytes = Counter(
+            "etcd_network_peer_sent_bytes", "The total number of bytes sent to peers.", ["To"],
+            registry=r)
+        self.peer_received_bytes = Counter(
+            "etcd_network_peer_received_bytes", "The total number of bytes received from peers.",
+            ["From"], registry=r)
+        self.peer_round_trip = Histogram(
+            "etcd_network_peer_round_trip_time_seconds", "Round-Trip-Time histogram between "
+            "peers (heartbeat to heartbeat response).", ["To"], buckets=_RTT_BUCKETS, registry=r)
+
+    def count_reads(self, n: int) -> None:
+        self.linearizable_reads.inc(n)
+
+    def sent_counter(self, peer_id: int) -> Callable[[int], None]:
+        """The `inc` of the sent-bytes child for `peer_id` (resolved once per stream)."""
+        return self.peer_sent_bytes.labels(f"{peer_id:x}").inc
+
+    def observe_round_trip(self, peer_id: int, seconds: float) -> None:
+        self.peer_round_trip.labels(f"{peer_id:x}").observe(seconds)
+
+    def count_received(self, peer_id: int, nbytes: int) -> None:
+        self.peer_received_bytes.labels(f"{peer_id:x}").inc(nbytes)

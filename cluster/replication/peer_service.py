@@ -1,0 +1,99 @@
+"""`RaftPeerService`: the receiving side of the peer transport, served on --listen-peer-urls.
+
+Each inbound `RaftPeer.Stream` call is one peer's long-lived stream. Every batch is checked
+against this member's identity (cluster id, member id) before its messages are decoded and
+stepped into the driver, in order, on the event loop. A batch from another cluster, or meant for
+another member (a stale address), ends the stream with FAILED_PRECONDITION and a message saying
+so; the sender logs it and retries with backoff, as etcd's rafthttp does.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+from urllib.parse import urlsplit
+
+import grpc
+
+from cluster.raft import CodecError, Message
+from cluster.raft.codec import decode_message
+from protos.kvpb import peer_pb2, peer_pb2_grpc
+
+from .errors import BootstrapError
+
+log = logging.getLogger(__name__)
+
+
+def peer_target(url: str) -> str:
+    """`http://host:port` -> gRPC target `host:port` (IPv6 hosts bracketed)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "") or not parts.hostname or parts.port is None:
+        raise ValueError(f"unsupported peer URL {url!r} (only http://host:port)")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{parts.port}"
+
+
+class RaftPeerService(peer_pb2_grpc.RaftPeerServicer):
+    """Steps the Raft messages peers stream to this member."""
+
+    def __init__(self, cluster_id: int, member_id: int, step: Callable[[Message], None], *,
+                 count_received: Callable[[int, int], None] | None = None):
+        """`step(message)`: the driver's input (event loop, never blocks).
+        `count_received(from_id, nbytes)`: a metric hook."""
+        self._cluster_id = cluster_id
+        self._member_id = member_id
+        self._step = step
+        self._count_received = count_received
+
+    async def Stream(self, request_iterator, context: grpc.aio.ServicerContext):
+        async for batch in request_iterator:
+            header = batch.header
+            sender = getattr(header, "from")
+            if header.cluster_id != self._cluster_id:
+                await self._refuse(context, sender, "cluster ID mismatch: local cluster ID "
+                                   f"{self._cluster_id:x}, peer's {header.cluster_id:x}")
+            if header.to != self._member_id:
+                await self._refuse(context, sender, f"this is member {self._member_id:x}, "
+                                   f"not {header.to:x}")
+            size = 0
+            for raw in batch.messages:
+                size += len(raw)
+                try:
+                    m = decode_message(raw)
+                except CodecError as exc:
+                    await self._refuse(context, sender, f"undecodable raft message: {exc}")
+                self._step(m)
+            if self._count_received is not None:
+                self._count_received(sender, size)
+        return peer_pb2.PeerAck()
+
+    async def Snapshot(self, request_iterator, context: grpc.aio.ServicerContext):
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "snapshot transfer is not supported yet")
+
+    async def _refuse(self, context: grpc.aio.ServicerContext, sender: int, reason: str) -> None:
+        log.warning("refused peer stream", extra={"fields": {"from": f"{sender:x}", "reason": reason}})
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, reason)
+
+
+async def start_peer_server(listen_urls: list[str], service: RaftPeerService,
+                            max_message_bytes: int) -> grpc.aio.Server:
+    """A gRPC server for `service` on every URL of --listen-peer-urls, started."""
+    server = grpc.aio.server(options=[
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
+        ("grpc.http2.max_ping_strikes", 0),
+    ])
+    peer_pb2_grpc.add_RaftPeerServicer_to_server(service, server)
+    for url in listen_urls:
+        target = peer_target(url)
+        try:
+            bound = server.add_insecure_port(target)
+        except RuntimeError:
+            bound = 0
+        if bound == 0:
+            raise BootstrapError(f"cannot listen on peer URL {url}: {target} is in use or invalid")
+    await server.start()
+    return server

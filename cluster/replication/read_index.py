@@ -1,0 +1,138 @@
+"""`ReadIndexBatcher`: linearizable read points, one Raft ReadIndex round per batch of readers.
+
+Contract (event loop only):
+- A reader calls `await wait_read_index()` and gets a log index: once the state machine has
+  applied it, a read reflects every write acknowledged before the reader arrived.
+- Readers join the *pending* round. At most one round is *in flight*: when none is, the pending
+  round is issued at once (`request(ctx)`, the driver's `RawNode.read_index` + wake-up) and a fresh
+  pending round starts for later arrivals. So every reader waiting when a round starts is
+  confirmed by that one round, on the leader and on followers alike (a follower's request is
+  forwarded to the leader by the core, batched the same way).
+- The driver calls `on_read_state(ctx, index)` for each `ReadState` of a Ready. The in-flight round
+  completes with the first answer to any ctx it was issued under; then the next round is issued.
+- A round unanswered after `retry_after` seconds is reissued under a new ctx (the request or its
+  answer may have been lost with a leader or a dropped message); after `timeout` seconds its
+  readers fail with "etcdserver: request timed out".
+- `request` raising `RequestDropped` (no leader known) fails the round with "etcdserver: no
+  leader"; `fail_all(exc)` (leader change, stop) fails the in-flight and the pending round.
+A reader that is cancelled leaves its round unaffected (the shared future is shielded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import struct
+import time
+from typing import Callable
+
+from cluster.raft import RequestDropped
+from cluster.server import errors as server_errors
+
+from .errors import NO_LEADER
+
+_CTX = struct.Struct(">QQ")
+
+
+class _Round:
+    """Readers confirmed together by one ReadIndex answer."""
+
+    __slots__ = ("future", "readers", "ctxs", "deadline", "timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.future: asyncio.Future[int] = loop.create_future()
+        self.readers = 0
+        self.ctxs: set[bytes] = set()
+        self.deadline = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class ReadIndexBatcher:
+    """Batches linearizable reads into ReadIndex rounds (see the module docstring)."""
+
+    def __init__(self, member_id: int, request: Callable[[bytes], None], *,
+                 retry_after: float, timeout: float,
+                 count_round: Callable[[], None] | None = None,
+                 count_reads: Callable[[int], None] | None = None):
+        self._member_id = member_id
+        self._request = request
+        self._retry_after = retry_after
+        self._timeout = timeout
+        self._count_round = count_round
+        self._count_reads = count_reads
+        self._seq = itertools.count(1)
+        self._pending: _Round | None = None
+        self._in_flight: _Round | None = None
+
+    async def wait_read_index(self) -> int:
+        """The read index confirming every write acknowledged before this call."""
+        rnd = self._pending
+        if rnd is None:
+            rnd = self._pending = _Round(asyncio.get_running_loop())
+        rnd.readers += 1
+        if self._in_flight is None:
+            self._issue_pending()
+        return await asyncio.shield(rnd.future)
+
+    def on_read_state(self, ctx: bytes, index: int) -> None:
+        """A ReadState from the core: completes the in-flight round if `ctx` is one of its."""
+        rnd = self._in_flight
+        if rnd is None or ctx not in rnd.ctxs:
+            return  # an answer to a round already completed, failed or retried-and-answered
+        self._finish(rnd, index, None)
+
+    def fail_all(self, exc: BaseException) -> None:
+        """Fail every waiting reader with `exc` (leadership changed, or the member stops)."""
+        rounds = (self._in_flight, self._pending)
+        self._pending = None
+        for rnd in rounds:
+            if rnd is not None:
+                self._finish(rnd, 0, exc)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _issue_pending(self) -> None:
+        rnd, self._pending = self._pending, None
+        if rnd is None:
+            return
+        self._in_flight = rnd
+        rnd.deadline = time.monotonic() + self._timeout
+        if self._count_reads is not None:
+            self._count_reads(rnd.readers)
+        self._send(rnd)
+
+    def _send(self, rnd: _Round) -> None:
+        ctx = _CTX.pack(self._member_id, next(self._seq))
+        rnd.ctxs.add(ctx)
+        try:
+            self._request(ctx)
+        except RequestDropped:
+            self._finish(rnd, 0, NO_LEADER)
+            return
+        if self._count_round is not None:
+            self._count_round()
+        loop = asyncio.get_running_loop()
+        rnd.timer = loop.call_later(self._retry_after, self._retry, rnd)
+
+    def _retry(self, rnd: _Round) -> None:
+        if rnd is not self._in_flight:
+            return
+        if time.monotonic() >= rnd.deadline:
+            self._finish(rnd, 0, server_errors.TIMEOUT)
+        else:
+            self._send(rnd)
+
+    def _finish(self, rnd: _Round, index: int, exc: BaseException | None) -> None:
+        if rnd.timer is not None:
+            rnd.timer.cancel()
+            rnd.timer = None
+        if not rnd.future.done():
+            if exc is None:
+                rnd.future.set_result(index)
+            else:
+                rnd.future.set_exception(exc)
+                rnd.future.exception()  # readers that were cancelled must not leave it unretrieved
+        if rnd is self._in_flight:
+            self._in_flight = None
+            if self._pending is not None:
+                self._issue_pending()

@@ -1,0 +1,251 @@
+"""`PeerTransport`: Raft messages between members over gRPC; one `PeerStream` per peer.
+
+Outbound (this module): each peer has a bounded queue and one task that keeps a long-lived
+`RaftPeer.Stream` call open and writes everything queued since its last write as one
+`RaftBatch`. Per-peer isolation: `send()` only appends to queues, so a slow or dead peer fills
+its own queue and never delays the others. When a queue is full the message is dropped and the
+core is told the peer is unreachable (the leader then probes it instead of pipelining). When a
+stream breaks, what was queued is dropped (Raft resends what matters), the peer is reported
+unreachable, and the task reconnects with exponential backoff.
+
+Inbound: `RaftPeerService` (peer_service.py) on --listen-peer-urls steps received messages.
+
+Threading: everything runs on the member's event loop. `send()` never blocks and never raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Callable
+
+import grpc
+
+from cluster.raft import Message, MessageType
+from cluster.raft.codec import encode_message
+from protos.kvpb import peer_pb2, peer_pb2_grpc
+
+from .peer_service import RaftPeerService, peer_target, start_peer_server
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUED_MESSAGES = 4096  # per peer; etcd's rafthttp stream buffer is 4096 messages too
+MAX_BATCH_BYTES = 4 << 20  # a bigger single message still goes, alone
+MAX_MESSAGE_BYTES = 256 << 20  # gRPC limit on peer frames (a MsgApp is capped at 1 MiB by Raft)
+BACKOFF_INITIAL = 0.05
+BACKOFF_MAX = 1.0
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # gRPC's own reconnect backoff starts at 1 s and grows to 2 min: far too slow for a peer
+    # that restarts within an election timeout.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    # Detect a peer host that vanished without closing TCP (another machine, cable pulled).
+    ("grpc.keepalive_time_ms", 5000),
+    ("grpc.keepalive_timeout_ms", 5000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
+class PeerStream:
+    """The outbound stream to one peer: a bounded queue drained by one writer task."""
+
+    def __init__(self, header: peer_pb2.PeerHeader, url: str, *,
+                 report_unreachable: Callable[[int], None],
+                 count_sent: Callable[[int], None] | None = None,
+                 max_queued: int = MAX_QUEUED_MESSAGES):
+        self.peer_id = header.to
+        self.url = url
+        self._header = header
+        self._report_unreachable = report_unreachable
+        self._count_sent = count_sent
+        self._max_queued = max_queued
+        self._queue: deque[Message] = deque()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._dropped = 0
+        self._heartbeat_sent_at: float | None = None  # oldest unanswered heartbeat (RTT)
+        self._delivered = False  # a batch went out on the current call
+        self._last_warning = 0.0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"peer-stream-{self.peer_id:x}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+
+    def heartbeat_answered(self) -> float | None:
+        """A heartbeat response came back: seconds since the oldest unanswered heartbeat was
+        written (the peer round trip, its Raft processing included), or None."""
+        sent, self._heartbeat_sent_at = self._heartbeat_sent_at, None
+        return None if sent is None else time.monotonic() - sent
+
+    def enqueue(self, m: Message) -> None:
+        """Queue `m` for the peer; drop it (and report the peer unreachable) when full."""
+        if len(self._queue) >= self._max_queued:
+            self._drop(1, "queue full")
+            return
+        self._queue.append(m)
+        self._ready.set()
+
+    # -- writer task --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_INITIAL
+        target = peer_target(self.url)
+        async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+            stub = peer_pb2_grpc.RaftPeerStub(channel)
+            while True:
+                call = stub.Stream()
+                self._delivered = False
+                try:
+                    await self._stream_until_broken(call)
+                except asyncio.CancelledError:
+                    call.cancel()
+                    raise
+                except Exception as exc:
+                    reason = await self._failure_reason(call, exc)
+                    call.cancel()
+                    self._warn("peer stream broken", reason=reason, queued=len(self._queue))
+                    self._drop(len(self._queue), reason)
+                    self._queue.clear()
+                    self._heartbeat_sent_at = None
+                if self._delivered:  # the stream worked for a while: retry promptly
+                    backoff = BACKOFF_INITIAL
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _stream_until_broken(self, call) -> None:
+        """Write batches on `call` until it breaks. Always raises: a write error, or the call's
+        end (the peer refused the stream or went away), noticed even while idle."""
+        pump = asyncio.create_task(self._pump(call))
+        ended = asyncio.ensure_future(call)
+        try:
+            done, _ = await asyncio.wait({pump, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (pump, ended):
+                task.cancel()
+        if pump in done:
+            pump.result()
+        ended.result()
+        raise ConnectionError("the peer ended the stream")
+
+    async def _pump(self, call) -> None:
+        """Write everything queued, batch by batch, as it arrives; raises when a write fails."""
+        header = self._header
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._queue:
+                batch = peer_pb2.RaftBatch(header=header)
+                size = 0
+                queue = self._queue
+                while queue and (size < MAX_BATCH_BYTES or not batch.messages):
+                    m = queue.popleft()
+                    if m.type == MessageType.MsgSnap:
+                        # Snapshots need the chunked Snapshot RPC, which is not built yet.
+                        self._drop(1, "snapshot sending not supported")
+                        continue
+                    if m.type == MessageType.MsgHeartbeat and self._heartbeat_sent_at is None:
+                        self._heartbeat_sent_at = time.monotonic()
+                    raw = encode_message(m)
+                    size += len(raw)
+                    batch.messages.append(raw)
+                if not batch.messages:
+                    continue
+                await call.write(batch)
+                self._delivered = True
+                if self._count_sent is not None:
+                    self._count_sent(size)
+
+    @staticmethod
+    async def _failure_reason(call, exc: Exception) -> str:
+        if isinstance(exc, grpc.aio.AioRpcError):
+            return f"{exc.code().name}: {exc.details()}"
+        try:
+            code = await asyncio.wait_for(call.code(), 0.5)
+            return f"{code.name}: {await call.details()}"
+        except Exception:
+            return repr(exc)
+
+    def _drop(self, count: int, reason: str) -> None:
+        self._report_unreachable(self.peer_id)
+        if count:
+            self._dropped += count
+            self._warn("dropped raft messages to peer", reason=reason, dropped=count,
+                       dropped_total=self._dropped)
+
+    def _warn(self, msg: str, **fields) -> None:
+        """Log at most one line per peer per 5 s: a dead peer must not flood the log."""
+        now = time.monotonic()
+        if now - self._last_warning >= 5.0:
+            self._last_warning = now
+            log.warning(msg, extra={"fields": {"peer": f"{self.peer_id:x}", "url": self.url, **fields}})
+
+
+class PeerTransport:
+    """All peer traffic of one member: the peer server and one `PeerStream` per other member."""
+
+    def __init__(self, member_id: int, cluster_id: int, peer_urls: dict[int, str],
+                 listen_urls: list[str], *, metrics=None):
+        """`peer_urls`: member id -> the peer URL to dial (this member's own id is skipped).
+        `metrics`: a `PeerMetrics` (metrics.py) or None."""
+        self.member_id = member_id
+        self.cluster_id = cluster_id
+        self._peer_urls = {i: u for i, u in peer_urls.items() if i != member_id}
+        self._listen_urls = listen_urls
+        self._metrics = metrics
+        self._streams: dict[int, PeerStream] = {}
+        self._step: Callable[[Message], None] | None = None
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self, driver) -> None:
+        """Serve --listen-peer-urls (messages go to `driver.step`) and open the peer streams."""
+        m = self._metrics
+        self._step = driver.step
+        service = RaftPeerService(self.cluster_id, self.member_id, self._receive,
+                                  count_received=m.count_received if m else None)
+        self._server = await start_peer_server(self._listen_urls, service, MAX_MESSAGE_BYTES)
+        for peer_id, url in self._peer_urls.items():
+            header = peer_pb2.PeerHeader(cluster_id=self.cluster_id, to=peer_id)
+            setattr(header, "from", self.member_id)
+            stream = PeerStream(header, url, report_unreachable=driver.report_unreachable,
+                                count_sent=m.sent_counter(peer_id) if m else None)
+            stream.start()
+            self._streams[peer_id] = stream
+
+    def _receive(self, m: Message) -> None:
+        """Inbound message: time heartbeat round trips, then step it into the driver."""
+        if m.type == MessageType.MsgHeartbeatResp and self._metrics is not None:
+            stream = self._streams.get(m.frm)
+            rtt = stream.heartbeat_answered() if stream is not None else None
+            if rtt is not None:
+                self._metrics.observe_round_trip(m.frm, rtt)
+        self._step(m)
+
+    def send(self, messages: list[Message]) -> None:
+        streams = self._streams
+        for m in messages:
+            stream = streams.get(m.to)
+            if stream is not None:
+                stream.enqueue(m)
+
+    async def stop(self) -> None:
+        for stream in self._streams.values():
+            await stream.stop()
+        self._streams = {}
+        if self._server is not None:
+            await self._server.stop(grace=0.2)
+            self._server = None

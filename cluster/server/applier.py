@@ -1,0 +1,207 @@
+"""`ApplyLoop`: applies committed log entries to the store and answers their proposers.
+
+This is the seam's apply callback. For each batch handed over by the log:
+1. On the apply thread (one dedicated worker thread, the store's only writer): decode each
+   `kvpb.InternalRequest`, run it against ONE `WriteBatch`, collect a response or an `EtcdError`
+   per entry, and commit the batch with the index of its last entry (exactly-once on replay).
+2. Back on the event loop: update the lessor (grants/revokes), feed the watch hub the committed
+   changes, then resolve the proposers' futures in `RequestWait`.
+Nothing here validates requests; that happened before proposing (validation.py). What depends on
+state is decided here, identically on every member: NOSPACE gating, lease existence, revisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+from cluster.mvcc import errors as store_errors
+from protos.etcdserverpb import rpc_pb2
+from protos.kvpb import internal_pb2
+
+from . import errors
+from .alarms import AlarmSet
+from .lessor import Lessor
+from .request_wait import RequestWait
+from .seam import Entry
+
+log = logging.getLogger(__name__)
+
+
+def txn_has_put(r: rpc_pb2.TxnRequest) -> bool:
+    """Whether any branch (nested included) puts: such a txn is refused under NOSPACE, as etcd."""
+    for op in (*r.success, *r.failure):
+        kind = op.WhichOneof("request")
+        if kind == "request_put" or (kind == "request_txn" and txn_has_put(op.request_txn)):
+            return True
+    return False
+
+
+@dataclass
+class BatchOutcome:
+    """What one applied batch produced, handed from the apply thread back to the loop."""
+
+    results: list[tuple[int, object]] = field(default_factory=list)   # (request id, response|EtcdError)
+    changes: list = field(default_factory=list)                        # store.commit() output
+    # lease grants (id, ttl) and revokes (id, None), in apply order, for the lessor
+    lease_changes: list[tuple[int, int | None]] = field(default_factory=list)
+    revision: int = 0                                                  # store revision after commit
+
+
+class ApplyLoop:
+    """The apply side of the member. `apply(entries)` is the seam's ApplyCallback."""
+
+    def __init__(self, store, lessor: Lessor, alarms: AlarmSet, wait: RequestWait,
+                 notify_watchers: Callable[[list, int], None], *,
+                 observe_commit: Callable[[float], None] | None = None,
+                 count_ops: Callable[[internal_pb2.InternalRequest], None] | None = None):
+        self.store = store
+        self.lessor = lessor
+        self.alarms = alarms
+        self.wait = wait
+        self._notify_watchers = notify_watchers
+        self._observe_commit = observe_commit
+        self._count_ops = count_ops
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply")
+        self._compaction_task: asyncio.Task | None = None
+        self._compaction_waiters: list[asyncio.Future] = []
+
+    async def apply(self, entries: list[Entry]) -> None:
+        loop = asyncio.get_running_loop()
+        outcome = await loop.run_in_executor(self.thread, self._apply_batch, entries)
+        for lease_id, ttl in outcome.lease_changes:
+            if ttl is None:
+                self.lessor.on_revoked(lease_id)
+            else:
+                self.lessor.on_granted(lease_id, ttl)
+        if outcome.changes:
+            self._notify_watchers(outcome.changes, outcome.revision)
+        self.resume_compaction()
+        for request_id, result in outcome.results:
+            self.wait.trigger(request_id, result)
+
+    def resume_compaction(self) -> None:
+        """If the store has physical compaction left, run its chunks on the apply thread,
+        interleaved with batches (each chunk is one short write transaction)."""
+        if self.store.compaction_pending and self._compaction_task is None:
+            self._compaction_task = asyncio.create_task(self._finish_compaction(), name="compaction")
+
+    async def wait_compaction(self) -> None:
+        """Return once no physical compaction is pending (Compact with physical=true)."""
+        while self.store.compaction_pending:
+            fut = asyncio.get_running_loop().create_future()
+            self._compaction_waiters.append(fut)
+            self.resume_compaction()
+            await fut
+
+    async def _finish_compaction(self) -> None:
+        try:
+            while await self.run_exclusive(self.store.continue_compaction):
+                await asyncio.sleep(0)
+        finally:
+            self._compaction_task = None
+            waiters, self._compaction_waiters = self._compaction_waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def run_exclusive(self, fn, *args):
+        """Run `fn(*args)` on the apply thread, between batches (e.g. store.defragment)."""
+        return await asyncio.get_running_loop().run_in_executor(self.thread, fn, *args)
+
+    async def read_only_txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        """Evaluate a txn that writes nothing on the apply thread, between batches, in a batch
+        that is then aborted: it sees exactly the state after the last applied batch, and
+        needs no log entry (etcd also serves read-only txns without Raft)."""
+        def run():
+            batch = self.store.begin()
+            try:
+                return batch.txn(req)
+            finally:
+                batch.abort()
+        try:
+            return await self.run_exclusive(run)
+        except store_errors.MVCCError as exc:
+            raise errors.from_store_error(exc) from None
+
+    async def close(self) -> None:
+        if self._compaction_task is not None:
+            self._compaction_task.cancel()
+            try:
+                await self._compaction_task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self.thread.shutdown(wait=True)
+
+    # -- apply thread ----------------------------------------------------------------------------
+
+    def _apply_batch(self, entries: list[Entry]) -> BatchOutcome:
+        outcome = BatchOutcome()
+        batch = self.store.begin()
+        try:
+            for entry in entries:
+                if not entry.data:  # a new term's empty entry: only its index is recorded
+                    continue
+                try:
+                    req = internal_pb2.InternalRequest.FromString(entry.data)
+                except Exception:  # not ours to judge further: skip, but keep the index moving
+                    log.error("undecodable log entry", extra={"fields": {"index": entry.index}})
+                    continue
+                try:
+                    result = self._apply_one(batch, req, outcome)
+                except store_errors.MVCCError as exc:
+                    result = errors.from_store_error(exc)
+                except errors.EtcdError as exc:
+                    result = exc
+                if self._count_ops is not None and not isinstance(result, errors.EtcdError):
+                    self._count_ops(req)
+                outcome.results.append((req.id, result))
+            t0 = time.perf_counter()
+            outcome.changes = batch.commit(entries[-1].index)
+            if self._observe_commit is not None:
+                self._observe_commit(time.perf_counter() - t0)
+        except BaseException:
+            batch.abort()
+            raise
+        outcome.revision = self.store.current_revision
+        return outcome
+
+    def _apply_one(self, batch, req: internal_pb2.InternalRequest, outcome: BatchOutcome):
+        kind = req.WhichOneof("request")
+        if kind == "put":
+            if self.alarms.no_space:
+                raise errors.NO_SPACE
+            return batch.put(req.put)
+        if kind == "delete_range":
+            return batch.delete_range(req.delete_range)
+        if kind == "txn":
+            if self.alarms.no_space and txn_has_put(req.txn):
+                raise errors.NO_SPACE
+            return batch.txn(req.txn)
+        if kind == "compaction":
+            batch.compact(req.compaction.revision)
+            return rpc_pb2.CompactionResponse()
+        if kind == "lease_grant":
+            if self.alarms.no_space:
+                raise errors.NO_SPACE
+            lease_id = req.lease_grant.ID
+            ttl = self.lessor.effective_ttl(req.lease_grant.TTL)
+            batch.lease_grant(lease_id, ttl)  # LeaseExistsError -> "lease already exists"
+            outcome.lease_changes.append((lease_id, ttl))
+            return rpc_pb2.LeaseGrantResponse(ID=lease_id, TTL=ttl)
+        if kind == "lease_revoke":
+            batch.lease_revoke(req.lease_revoke.ID)
+            outcome.lease_changes.append((req.lease_revoke.ID, None))
+            return rpc_pb2.LeaseRevokeResponse()
+        if kind == "lease_checkpoint":
+            for cp in req.lease_checkpoint.checkpoints:
+                batch.lease_checkpoint(cp.ID, cp.remaining_TTL)
+            return rpc_pb2.LeaseCheckpointResponse()
+        if kind == "alarm":
+            return self.alarms.apply(req.alarm)
+        log.error("unsupported request in log", extra={"fields": {"kind": kind, "id": req.id}})
+        return errors.NOT_CAPABLE

@@ -1,0 +1,86 @@
+"""etcd 3.4's client-facing error catalogue: one gRPC status code and exact message per error.
+
+Clients match on these strings (clientv3's rpctypes does), so every message below is copied
+letter for letter from etcd 3.4 (etcdserver/api/v3rpc/rpctypes/error.go) and checked against a
+running etcd 3.4.23. Services raise `EtcdError`; the gRPC glue (`abort_with`) turns it into the
+status. Store errors (cluster.mvcc.errors) are mapped by `from_store_error`.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from cluster.mvcc import errors as store_errors
+
+
+class EtcdError(Exception):
+    """An error with etcd's gRPC status code and message; raise it from any service code."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"EtcdError({self.code.name}, {self.message!r})"
+
+
+_IA = grpc.StatusCode.INVALID_ARGUMENT
+_FP = grpc.StatusCode.FAILED_PRECONDITION
+_OOR = grpc.StatusCode.OUT_OF_RANGE
+_NF = grpc.StatusCode.NOT_FOUND
+_UN = grpc.StatusCode.UNAVAILABLE
+
+# KV
+EMPTY_KEY = EtcdError(_IA, "etcdserver: key is not provided")
+KEY_NOT_FOUND = EtcdError(_IA, "etcdserver: key not found")
+VALUE_PROVIDED = EtcdError(_IA, "etcdserver: value is provided")
+LEASE_PROVIDED = EtcdError(_IA, "etcdserver: lease is provided")
+TOO_MANY_OPS = EtcdError(_IA, "etcdserver: too many operations in txn request")
+DUPLICATE_KEY = EtcdError(_IA, "etcdserver: duplicate key given in txn request")
+COMPACTED = EtcdError(_OOR, "etcdserver: mvcc: required revision has been compacted")
+FUTURE_REV = EtcdError(_OOR, "etcdserver: mvcc: required revision is a future revision")
+NO_SPACE = EtcdError(grpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded")
+
+# Lease
+LEASE_NOT_FOUND = EtcdError(_NF, "etcdserver: requested lease not found")
+LEASE_EXIST = EtcdError(_FP, "etcdserver: lease already exists")
+LEASE_TTL_TOO_LARGE = EtcdError(_OOR, "etcdserver: too large lease TTL")
+
+# Cluster
+MEMBER_NOT_FOUND = EtcdError(_NF, "etcdserver: member not found")
+MEMBER_NOT_ENOUGH_STARTED = EtcdError(
+    _FP, "etcdserver: re-configuration failed due to not enough started members")
+MEMBER_NOT_LEARNER = EtcdError(_FP, "etcdserver: can only promote a learner member")
+MEMBER_BAD_URLS = EtcdError(_IA, "etcdserver: given member URLs are invalid")
+
+# Server
+REQUEST_TOO_LARGE = EtcdError(_IA, "etcdserver: request is too large")
+STOPPED = EtcdError(_UN, "etcdserver: server stopped")
+TIMEOUT = EtcdError(_UN, "etcdserver: request timed out")
+UNHEALTHY = EtcdError(_UN, "etcdserver: unhealthy cluster")
+BAD_LEADER_TRANSFEREE = EtcdError(_FP, "etcdserver: bad leader transferee")
+NOT_CAPABLE = EtcdError(_UN, "etcdserver: not capable")
+
+# Watch: not a gRPC status but the cancel_reason of a WatchResponse (mvcc.ErrWatcherDuplicateID).
+WATCH_DUPLICATE_ID_REASON = "mvcc: duplicate watch ID provided on the WatchStream"
+
+
+def from_store_error(exc: Exception) -> EtcdError:
+    """The etcd error for an exception raised by cluster.mvcc; re-raises anything unknown."""
+    if isinstance(exc, store_errors.CompactedError):
+        return COMPACTED
+    if isinstance(exc, store_errors.FutureRevisionError):
+        return FUTURE_REV
+    if isinstance(exc, store_errors.LeaseNotFoundError):
+        return LEASE_NOT_FOUND
+    if isinstance(exc, store_errors.KeyNotFoundError):
+        return KEY_NOT_FOUND
+    if isinstance(exc, store_errors.LeaseExistsError):
+        return LEASE_EXIST
+    raise exc
+
+
+async def abort_with(context: grpc.aio.ServicerContext, err: EtcdError):
+    """End the RPC with `err`'s status (raises, as grpc.aio's abort does)."""
+    await context.abort(err.code, err.message)

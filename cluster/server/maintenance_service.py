@@ -1,0 +1,109 @@
+"""etcdserverpb.Maintenance: Status, Hash, HashKV, Defragment, Alarm, Snapshot, MoveLeader.
+
+Shapes checked against etcd 3.4.23: Alarm, Defragment and MoveLeader responses carry no header;
+Status lists active alarms in `errors` as Go's text form ("memberID:5 alarm:NOSPACE "); HashKV's
+header revision is the store's current revision; the Snapshot stream sends the database in
+32 KiB chunks with remaining_bytes counting down to 0, then one more message holding the
+SHA-256 of everything sent (remaining_bytes 0), which etcdctl appends to the saved file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+
+from cluster.mvcc import errors as store_errors
+from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+
+from . import errors
+from .alarms import AlarmSet
+from .errors import EtcdError
+from .proposer import Proposer, ResponseHeaders
+
+SNAPSHOT_CHUNK = 32 * 1024
+
+
+def alarm_text(member_id: int, alarm: int) -> str:
+    return f"memberID:{member_id} alarm:{rpc_pb2.AlarmType.Name(alarm)} "
+
+
+class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
+    """The Maintenance service of one member."""
+
+    def __init__(self, store, log, apply_loop, alarms: AlarmSet, proposer: Proposer,
+                 headers: ResponseHeaders, *, version: str, snapshot_dir: str,
+                 readers: ThreadPoolExecutor):
+        self._store = store
+        self._log = log
+        self._apply_loop = apply_loop
+        self._alarms = alarms
+        self._proposer = proposer
+        self._headers = headers
+        self._version = version
+        self._snapshot_dir = snapshot_dir
+        self._readers = readers
+
+    async def _read(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
+
+    async def Alarm(self, request: rpc_pb2.AlarmRequest, context):
+        if request.action == rpc_pb2.AlarmRequest.GET:
+            return rpc_pb2.AlarmResponse(alarms=self._alarms.members())
+        try:
+            return await self._proposer.propose(alarm=request)
+        except EtcdError as exc:
+            await errors.abort_with(context, exc)
+
+    async def Status(self, request, context):
+        db_size = await self._read(self._store.db_size)
+        in_use = await self._read(self._store.db_size_in_use)
+        resp = rpc_pb2.StatusResponse(
+            version=self._version, dbSize=db_size, dbSizeInUse=in_use, leader=self._log.leader_id,
+            raftIndex=self._log.committed_index, raftTerm=self._log.term,
+            raftAppliedIndex=self._log.applied_index,
+            errors=[alarm_text(m, a) for m, a in self._alarms.active])
+        self._headers.fill(resp.header)
+        return resp
+
+    async def Defragment(self, request, context):
+        await self._apply_loop.run_exclusive(self._store.defragment)
+        return rpc_pb2.DefragmentResponse()
+
+    async def Hash(self, request, context):
+        resp = rpc_pb2.HashResponse(hash=await self._read(self._store.hash))
+        self._headers.fill(resp.header)
+        return resp
+
+    async def HashKV(self, request: rpc_pb2.HashKVRequest, context):
+        try:
+            h, current, compact = await self._read(self._store.hash_kv, request.revision)
+        except store_errors.MVCCError as exc:
+            await errors.abort_with(context, errors.from_store_error(exc))
+        # etcd's store starts with compact revision -1 and reports it as is until a compaction
+        resp = rpc_pb2.HashKVResponse(hash=h, compact_revision=compact if compact > 0 else -1)
+        self._headers.fill(resp.header, revision=current)
+        return resp
+
+    async def Snapshot(self, request, context):
+        os.makedirs(self._snapshot_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=self._snapshot_dir) as f:
+            total = await self._read(self._store.snapshot, f)
+            f.seek(0)
+            digest = hashlib.sha256()
+            sent = 0
+            while sent < total:
+                chunk = await self._read(f.read, SNAPSHOT_CHUNK)
+                if not chunk:
+                    break
+                sent += len(chunk)
+                digest.update(chunk)
+                yield rpc_pb2.SnapshotResponse(remaining_bytes=total - sent, blob=chunk)
+        yield rpc_pb2.SnapshotResponse(remaining_bytes=0, blob=digest.digest())
+
+    async def MoveLeader(self, request: rpc_pb2.MoveLeaderRequest, context):
+        if request.targetID != self._headers.member_id:
+            await errors.abort_with(context, errors.BAD_LEADER_TRANSFEREE)
+        return rpc_pb2.MoveLeaderResponse()  # already the leader: nothing to do, as etcd

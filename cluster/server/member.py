@@ -1,0 +1,311 @@
+"""`Member`: builds and runs one kvcluster member.
+
+Start order (`start()`): open the store (worker thread) -> recover leases and alarms -> start the
+log (the ReplicatedLog), which replays entries past store.applied_index through the apply loop
+-> start the lessor, watch hub and compactor -> wait until the log is ready (a leader, and what
+was committed applied) -> serve gRPC on the client URLs -> serve /metrics and /health on the
+metrics URLs. `stop()` undoes it in reverse. Everything runs on one asyncio loop; blocking work
+goes to dedicated threads: `wal` (log writes + fsync), `apply` (the store's only writer),
+`watch-catchup` and `read` (store reads too big for the loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, ProcessCollector
+
+from cluster.mvcc.store import DATA_FILE, MVCCStore
+from cluster.replication.factory import build_replicated_log
+from monitoring.grpc_metrics import GrpcServerMetrics
+from monitoring.http import MetricsHTTPServer
+from protos.etcdserverpb import rpc_pb2
+
+from .alarms import AlarmSet
+from .applier import ApplyLoop
+from .cluster_service import ClusterService
+from .compactor import AutoCompactor, parse_retention
+from .errors import EtcdError
+from .grpc_glue import add_servicer
+from .kv_service import KVService
+from .lease_service import LeaseService
+from .lessor import Lessor, min_lease_ttl
+from .local_log import LocalLog
+from .maintenance_service import MaintenanceService
+from .membership import Membership
+from .metrics import MemberMetrics
+from .proposer import Proposer, ResponseHeaders
+from .quota import BackendQuota, quota_bytes_from_flag
+from .request_wait import RequestIdGenerator, RequestWait
+from .watch_hub import WatchHub
+from .watch_service import WatchService
+
+log = logging.getLogger(__name__)
+
+SERVER_VERSION = "0.1.0"  # our own release, in etcd's MAJOR.MINOR.PATCH form (Status.version)
+KEY_COUNT_INTERVAL = 5.0  # seconds between refreshes of etcd_debugging_mvcc_keys_total
+GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd: grpc MaxRecvMsgSize = max-request-bytes + this
+SERVICE_NAMES = [s.full_name for s in rpc_pb2.DESCRIPTOR.services_by_name.values() if s.name != "Auth"]
+
+
+@dataclass
+class MemberConfig:
+    """The member's configuration: etcd's flags, parsed (cluster/cli.py builds it)."""
+
+    name: str = "default"
+    data_dir: str = "default.etcd"
+    listen_client_urls: list[str] = field(default_factory=lambda: ["http://localhost:2379"])
+    advertise_client_urls: list[str] = field(default_factory=lambda: ["http://localhost:2379"])
+    listen_metrics_urls: list[str] = field(default_factory=list)
+    listen_peer_urls: list[str] = field(default_factory=lambda: ["http://localhost:2380"])
+    initial_advertise_peer_urls: list[str] = field(default_factory=lambda: ["http://localhost:2380"])
+    initial_cluster: str = ""
+    initial_cluster_state: str = "new"
+    initial_cluster_token: str = "etcd-cluster"
+    max_request_bytes: int = 1572864
+    quota_backend_bytes: int = 0
+    max_txn_ops: int = 128
+    heartbeat_interval_ms: int = 100
+    election_timeout_ms: int = 1000
+    snapshot_count: int = 100000
+    auto_compaction_mode: str = "periodic"
+    auto_compaction_retention: str = "0"
+    watch_progress_notify_interval: float = 600.0
+    request_timeout: float = 7.0  # etcd: 5 s + 2 x election timeout
+    local_log: bool = False  # True: LocalLog instead of Raft (one member only)
+
+
+def host_port(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "") or not parts.hostname or parts.port is None:
+        raise ValueError(f"unsupported URL {url!r} (only http://host:port)")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{host}:{parts.port}"
+
+
+class Member:
+    """One running member: store, log, apply loop, services, gRPC and metrics servers."""
+
+    def __init__(self, cfg: MemberConfig):
+        self.cfg = cfg
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        self.metrics = MemberMetrics(self.registry)
+        self.membership = Membership.from_flags(
+            cfg.name, cfg.initial_cluster, cfg.initial_advertise_peer_urls, cfg.advertise_client_urls,
+            cfg.initial_cluster_token)
+        self.member_id = self.membership.local.id
+        self._member_dir = os.path.join(cfg.data_dir, "member")
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="read")
+        self._stopped = asyncio.Event()
+        self.store = None
+        self._key_count = 0
+        self.grpc_server: grpc.aio.Server | None = None
+        self.http: MetricsHTTPServer | None = None
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        loop = asyncio.get_running_loop()
+        os.makedirs(self._member_dir, exist_ok=True)
+        self.store = store = await loop.run_in_executor(
+            self._readers, MVCCStore, os.path.join(self._member_dir, "store"))
+        self.log = self._build_log()
+        self.headers = ResponseHeaders(self.membership.cluster_id, self.member_id, self.log, store)
+        self.wait = RequestWait()
+        self.alarms = AlarmSet(os.path.join(self._member_dir, "alarms.json"))
+        self.lessor = Lessor(min_lease_ttl(cfg.election_timeout_ms, cfg.heartbeat_interval_ms),
+                             self._revoke_expired_lease,
+                             is_leader=lambda: self.log.leader_id == self.member_id)
+        self.lessor.recover(await loop.run_in_executor(self._readers, store.leases))
+        self.hub = WatchHub(store, self.headers.make, progress_interval=cfg.watch_progress_notify_interval)
+        self.apply_loop = ApplyLoop(store, self.lessor, self.alarms, self.wait, self.hub.notify,
+                                    observe_commit=self.metrics.backend_commit.observe,
+                                    count_ops=self.metrics.count_applied)
+        self.proposer = Proposer(self.log, self.wait, RequestIdGenerator(self.member_id),
+                                 max_request_bytes=cfg.max_request_bytes, timeout=cfg.request_timeout)
+        self.quota = BackendQuota(store, self.alarms, quota_bytes_from_flag(cfg.quota_backend_bytes),
+                                  self.member_id, self._propose_alarm)
+        await self.log.start(self.apply_loop.apply, store.applied_index)
+        self.apply_loop.resume_compaction()
+        self.lessor.start()
+        self.hub.start()
+        self.compactor = AutoCompactor(
+            cfg.auto_compaction_mode, parse_retention(cfg.auto_compaction_mode, cfg.auto_compaction_retention),
+            lambda: store.current_revision, lambda req: self.proposer.propose(compaction=req))
+        self.compactor.start()
+        self._background = [asyncio.create_task(self.proposer.run_timeouts(), name="proposal-timeouts"),
+                            asyncio.create_task(self._count_keys(), name="key-count")]
+        self._register_gauges()
+        await self._wait_until_ready()
+        await self._start_grpc()
+        self.http = MetricsHTTPServer(self.registry, health=self.health)
+        if cfg.listen_metrics_urls:
+            await self.http.start(cfg.listen_metrics_urls)
+        log.info("member serving", extra={"fields": {
+            "name": cfg.name, "member_id": f"{self.member_id:x}",
+            "cluster_id": f"{self.membership.cluster_id:x}", "client_urls": cfg.listen_client_urls,
+            "metrics_urls": cfg.listen_metrics_urls, "revision": store.current_revision,
+            "applied_index": self.log.applied_index}})
+
+    async def _start_grpc(self) -> None:
+        cfg = self.cfg
+        grpc_metrics = GrpcServerMetrics(self.registry)
+        grpc_metrics.initialize(rpc_pb2.DESCRIPTOR.services_by_name[n.split(".")[-1]] for n in SERVICE_NAMES)
+        server = grpc.aio.server(interceptors=[grpc_metrics], options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", cfg.max_request_bytes + GRPC_OVERHEAD_BYTES),
+            ("grpc.max_send_message_length", 2 ** 31 - 1),
+            ("grpc.max_concurrent_streams", 2 ** 31 - 1),
+            # grpc core cancels calls beyond 1,000 not yet picked up by the application; etcd
+            # has no such limit, and thousands of clients may connect at once.
+            ("grpc.server.max_pending_requests", 100_000),
+            ("grpc.server.max_pending_requests_hard_limit", 100_000),
+            # etcd's keepalive defaults: ping idle clients every 2 h, allow client pings every 5 s
+            ("grpc.keepalive_time_ms", 2 * 3600 * 1000),
+            ("grpc.keepalive_timeout_ms", 20_000),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
+        ])
+        services = {
+            "KV": KVService(self.store, self.log, self.proposer, self.headers, self.quota, self.apply_loop,
+                            self.metrics, max_txn_ops=cfg.max_txn_ops, readers=self._readers),
+            "Watch": WatchService(self.hub, self.headers, max_request_bytes=cfg.max_request_bytes),
+            "Lease": LeaseService(self.store, self.lessor, self.proposer, self.headers, self.quota,
+                                  self.metrics, readers=self._readers),
+            "Maintenance": MaintenanceService(
+                self.store, self.log, self.apply_loop, self.alarms, self.proposer, self.headers,
+                version=SERVER_VERSION, snapshot_dir=os.path.join(self._member_dir, "snap"),
+                readers=self._readers),
+            "Cluster": ClusterService(self.membership, self.headers),
+        }
+        for name, servicer in services.items():
+            add_servicer(server, rpc_pb2.DESCRIPTOR.services_by_name[name], servicer, rpc_pb2)
+        reflection.enable_server_reflection([*SERVICE_NAMES, reflection.SERVICE_NAME], server)
+        for url in cfg.listen_client_urls:
+            server.add_insecure_port(host_port(url))
+        await server.start()
+        self.grpc_server = server
+
+    def _register_gauges(self) -> None:
+        m, store, hub = self.metrics, self.store, self.hub
+        m.gauge("etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.", store.db_size)
+        m.gauge("etcd_mvcc_db_total_size_in_use_in_bytes", "Total size of the underlying database logically in use in bytes.", store.db_size_in_use)
+        m.gauge("etcd_debugging_mvcc_keys_total", "Total number of keys.", lambda: self._key_count)
+        m.gauge("etcd_debugging_mvcc_watcher_total", "Total number of watchers.", lambda: hub.watcher_count)
+        m.gauge("etcd_debugging_mvcc_watch_stream_total", "Total number of watch streams.", lambda: hub.stream_count)
+        m.gauge("etcd_debugging_mvcc_slow_watcher_total", "Total number of unsynced slow watchers.", lambda: hub.slow_watcher_count)
+        m.gauge("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not.", lambda: 1 if self.log.leader_id else 0)
+        m.gauge("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise.", lambda: 1 if self.log.leader_id == self.member_id else 0)
+        m.gauge("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.", lambda: self.log.committed_index)
+        m.gauge("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", lambda: self.log.applied_index)
+        m.gauge("etcd_server_proposals_pending", "The current number of pending proposals to commit.", lambda: len(self.wait))
+        m.gauge("etcd_server_proposals_failed_total", "The total number of failed proposals seen.", lambda: self.proposer.failed_total)
+        m.gauge("etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.", lambda: self.quota.quota_bytes)
+
+    async def _count_keys(self) -> None:
+        """Refresh the key count for etcd_debugging_mvcc_keys_total: a full count is a scan of
+        the key index, so it runs on a reader thread every few seconds, never at scrape time."""
+        loop = asyncio.get_running_loop()
+        count_all = rpc_pb2.RangeRequest(key=b"\0", range_end=b"\0", count_only=True)
+        while True:
+            resp = await loop.run_in_executor(self._readers, self.store.range, count_all)
+            self._key_count = resp.count
+            await asyncio.sleep(KEY_COUNT_INTERVAL)
+
+    # -- callbacks ------------------------------------------------------------------------------
+
+    def _revoke_expired_lease(self, lease_id: int) -> None:
+        """Lessor: an expired lease becomes a LeaseRevoke proposal (fire and forget)."""
+        asyncio.create_task(self._propose_quietly(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lease_id)))
+
+    async def _propose_alarm(self, req: rpc_pb2.AlarmRequest) -> None:
+        await self._propose_quietly(alarm=req)
+
+    async def _propose_quietly(self, **request) -> None:
+        try:
+            await self.proposer.propose(**request)
+        except EtcdError as exc:
+            log.info("background proposal failed", extra={"fields": {
+                "request": next(iter(request)), "error": exc.message}})
+
+    def _build_log(self):
+        """The ReplicatedLog: Raft (cluster/replication), or with --experimental-local-log the
+        single-member LocalLog (no Raft; its own directory, so the two never share files)."""
+        if not self.cfg.local_log:
+            return build_replicated_log(self.cfg, self.membership, self._member_dir, self.registry,
+                                        observe_fsync=self.metrics.wal_fsync.observe, on_fatal=self._fatal)
+        if len(self.membership.members) != 1:
+            raise ValueError("--experimental-local-log runs a single member: --initial-cluster lists "
+                             f"{len(self.membership.members)}")
+        return LocalLog(os.path.join(self._member_dir, "local-log"), self.member_id,
+                        observe_fsync=self.metrics.wal_fsync.observe, on_fatal=self._fatal,
+                        make_applied_durable=self._sync_store_file)
+
+    async def _wait_until_ready(self) -> None:
+        """Serve clients only once the log has a leader and this member has applied what it
+        committed (etcd's serve() waits for ReadyNotify the same way): the first read barrier
+        that passes. Until then clients see a closed port, never "no leader"."""
+        while True:
+            try:
+                await self.log.read_barrier()
+                return
+            except EtcdError:
+                await asyncio.sleep(0.05)
+
+    def _sync_store_file(self) -> None:
+        """WAL thread: fsync the store's data file, so that everything it has committed (the
+        store commits without fsync) survives a power loss; the log may then drop the entries.
+        (The mvcc contract has no sync call yet; this relies on its documented file name.)"""
+        path = os.path.join(self.store.path, DATA_FILE)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _fatal(self, exc: BaseException) -> None:
+        log.critical("member stopping after fatal error", extra={"fields": {"error": repr(exc)}})
+        self._stopped.set()
+
+    async def health(self) -> tuple[bool, str]:
+        """/health: a leader, no alarm, and the read barrier passes within a second."""
+        if self.alarms.active:
+            return False, "alarms: " + ", ".join(rpc_pb2.AlarmType.Name(a) for _, a in self.alarms.active)
+        if not self.log.leader_id:
+            return False, "no leader"
+        try:
+            await asyncio.wait_for(self.log.read_barrier(), 1.0)
+        except (asyncio.TimeoutError, EtcdError) as exc:
+            return False, f"read barrier: {exc!r}"
+        return True, ""
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.stop()
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace=0.5)
+        await self.compactor.stop()
+        for task in self._background:
+            task.cancel()
+        await self.hub.stop()
+        await self.lessor.stop()
+        await self.log.stop()
+        await self.apply_loop.close()
+        self.wait.fail_all(EtcdError(grpc.StatusCode.UNAVAILABLE, "etcdserver: server stopped"))
+        self.store.close()
+        self._readers.shutdown(wait=False)
+        log.info("member stopped", extra={"fields": {"name": self.cfg.name}})

@@ -1,0 +1,164 @@
+"""RaftDriver over an in-memory network and real WALs: elections, forwarding, reads, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cluster.raft import HardState
+from cluster.replication.errors import NO_LEADER
+from cluster.replication.raft_wal import MemberWAL
+
+from .memory_network import CLUSTER_ID, AppliedLog, MemoryNetwork, make_driver
+
+VOTERS = [1, 2, 3]
+
+
+async def until(condition, timeout: float = 5.0, what: str = "condition") -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(what)
+        await asyncio.sleep(0.005)
+
+
+async def start_cluster(tmp_path, network, **kw):
+    drivers, logs = {}, {}
+    for i in VOTERS:
+        drivers[i], logs[i] = make_driver(network, tmp_path, i, VOTERS, **kw), AppliedLog()
+    await asyncio.gather(*(drivers[i].start(logs[i], 0) for i in VOTERS))
+    await until(lambda: len({d.leader_id for d in drivers.values()}) == 1
+                and drivers[1].leader_id != 0, what="one leader")
+    return drivers, logs
+
+
+def test_three_members_apply_the_same_log_whoever_proposes(tmp_path):
+    async def main():
+        network = MemoryNetwork()
+        drivers, logs = await start_cluster(tmp_path, network)
+        proposals = [b"%d-%d" % (i, n) for n in range(20) for i in VOTERS]
+        for p in proposals:  # followers forward to the leader
+            drivers[int(p.split(b"-")[0])].propose(p)
+        await until(lambda: all(len(log.data()) == len(proposals) for log in logs.values()),
+                    what="every proposal applied everywhere")
+        assert logs[1].entries == logs[2].entries == logs[3].entries
+        assert sorted(logs[1].data()) == sorted(proposals)
+        # The founding conf changes and each leader's empty entry were applied as empty entries.
+        assert [i for i, d in logs[1].entries[:3]] == [1, 2, 3]
+        for d in drivers.values():
+            await d.stop()
+
+    asyncio.run(main())
+
+
+def test_read_barrier_on_a_follower_sees_every_acknowledged_write(tmp_path):
+    async def main():
+        network = MemoryNetwork()
+        drivers, logs = await start_cluster(tmp_path, network)
+        leader = drivers[1].leader_id
+        follower = next(i for i in VOTERS if i != leader)
+        drivers[leader].propose(b"w")
+        await until(lambda: b"w" in logs[leader].data(), what="applied on the leader")
+        committed = drivers[leader].committed_index
+        await asyncio.gather(*(drivers[follower].read_barrier() for _ in range(20)))
+        assert drivers[follower].applied_index >= committed
+        assert b"w" in logs[follower].data()
+        for d in drivers.values():
+            await d.stop()
+
+    asyncio.run(main())
+
+
+def test_restart_replays_exactly_the_entries_past_the_applied_index(tmp_path):
+    async def main():
+        network = MemoryNetwork()
+        drivers, logs = await start_cluster(tmp_path, network)
+        leader = drivers[1].leader_id
+        follower = next(i for i in VOTERS if i != leader)
+        for n in range(30):
+            drivers[leader].propose(b"a%d" % n)
+        await until(lambda: len(logs[follower].data()) == 30, what="follower applied 30")
+        await drivers[follower].stop()
+        for n in range(10):  # the cluster moves on without it
+            drivers[leader].propose(b"b%d" % n)
+        await until(lambda: len(logs[leader].data()) == 40, what="leader applied 40")
+
+        # The store had applied only part of what the WAL holds (it commits without fsync).
+        store_index = logs[follower].entries[10][0]
+        replay = AppliedLog(store_index)
+        restarted = make_driver(network, tmp_path, follower, VOTERS)
+        await restarted.start(replay, store_index)
+        expected = [e for e in logs[leader].entries if e[0] > store_index]
+        await until(lambda: replay.index >= logs[leader].entries[-1][0], what="caught up")
+        assert replay.entries == expected
+        drivers[follower] = restarted
+        for d in drivers.values():
+            await d.stop()
+
+    asyncio.run(main())
+
+
+def test_a_stopping_leader_hands_over_faster_than_an_election_timeout(tmp_path):
+    async def main():
+        network = MemoryNetwork()
+        drivers, logs = await start_cluster(tmp_path, network, election_ticks=50)  # 0.5 s
+        leader = drivers[1].leader_id
+        others = [drivers[i] for i in VOTERS if i != leader]
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await drivers[leader].stop()
+        await until(lambda: others[0].leader_id == others[1].leader_id not in (0, leader),
+                    what="a new leader")
+        # Without the hand-over, followers wait at least a full election timeout (0.5 s).
+        assert loop.time() - t0 < 0.5
+        for d in others:
+            await d.stop()
+
+    asyncio.run(main())
+
+
+def test_without_a_leader_proposals_and_reads_fail_with_no_leader(tmp_path):
+    async def main():
+        network = MemoryNetwork()
+        alone = make_driver(network, tmp_path, 1, VOTERS)  # its peers never start
+        await alone.start(AppliedLog(), 0)
+        with pytest.raises(type(NO_LEADER)) as exc:
+            alone.propose(b"x")
+        assert exc.value is NO_LEADER
+        with pytest.raises(type(NO_LEADER)):
+            await alone.read_barrier()
+        await alone.stop()
+
+    asyncio.run(main())
+
+
+def test_a_lost_commit_index_update_is_recovered_from_the_store(tmp_path):
+    """The commit index is saved without fsync when it alone changes; after a power loss the
+    store may have applied past it. The entries are durable, so the member starts normally."""
+    async def main():
+        network = MemoryNetwork()
+        single = make_driver(network, tmp_path, 1, [1])
+        applied = AppliedLog()
+        await single.start(applied, 0)
+        await until(lambda: single.leader_id == 1, what="sole voter leads")
+        for n in range(5):
+            single.propose(b"e%d" % n)
+        await until(lambda: len(applied.data()) == 5, what="applied 5")
+        term = single.term
+        await single.stop()
+
+        wal = MemberWAL(str(tmp_path / "n1" / "wal"), 1, CLUSTER_ID)
+        hard_state, _ = wal.load()
+        wal.save(HardState(hard_state.term, hard_state.vote, 2), [], sync=True)  # commit "lost"
+        wal.close()
+
+        replay = AppliedLog(applied.index)
+        restarted = make_driver(network, tmp_path, 1, [1])
+        await restarted.start(replay, applied.index)
+        await until(lambda: restarted.leader_id == 1 and restarted.term > term, what="re-elected")
+        restarted.propose(b"after")
+        await until(lambda: replay.data() == [b"after"], what="new entry applied, nothing twice")
+        await restarted.stop()
+
+    asyncio.run(main())

@@ -1,0 +1,119 @@
+"""ReadIndexBatcher: one round per batch of waiting readers, retries, failures."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cluster.raft import RequestDropped
+from cluster.replication.errors import LEADER_CHANGED, NO_LEADER
+from cluster.replication.read_index import ReadIndexBatcher
+from cluster.server import errors as server_errors
+
+
+class ScriptedCore:
+    """Records read requests; the test answers them."""
+
+    def __init__(self):
+        self.ctxs: list[bytes] = []
+        self.drop = False
+
+    def request(self, ctx: bytes) -> None:
+        if self.drop:
+            raise RequestDropped("no leader")
+        self.ctxs.append(ctx)
+
+
+def make(core, **kw):
+    counts = {"rounds": 0, "reads": 0}
+
+    def count_round():
+        counts["rounds"] += 1
+
+    def count_reads(n):
+        counts["reads"] += n
+
+    kw.setdefault("retry_after", 10.0)
+    kw.setdefault("timeout", 10.0)
+    return ReadIndexBatcher(7, core.request, count_round=count_round, count_reads=count_reads,
+                            **kw), counts
+
+
+def test_readers_arriving_during_a_round_share_the_next_one():
+    async def main():
+        core = ScriptedCore()
+        batcher, counts = make(core)
+        first = asyncio.create_task(batcher.wait_read_index())
+        await asyncio.sleep(0)
+        assert len(core.ctxs) == 1  # issued at once: nothing else in flight
+        later = [asyncio.create_task(batcher.wait_read_index()) for _ in range(10)]
+        await asyncio.sleep(0)
+        assert len(core.ctxs) == 1  # they wait for the in-flight round to finish
+        batcher.on_read_state(core.ctxs[0], 5)
+        assert await first == 5
+        await asyncio.sleep(0)
+        assert len(core.ctxs) == 2  # one round for all ten
+        batcher.on_read_state(core.ctxs[1], 9)
+        assert await asyncio.gather(*later) == [9] * 10
+        assert counts == {"rounds": 2, "reads": 11}
+        assert len(set(core.ctxs)) == 2
+
+    asyncio.run(main())
+
+
+def test_unanswered_round_is_retried_with_a_new_ctx_then_times_out():
+    async def main():
+        core = ScriptedCore()
+        batcher, _ = make(core, retry_after=0.01, timeout=0.5)
+        reader = asyncio.create_task(batcher.wait_read_index())
+        while len(core.ctxs) < 3 and not reader.done():  # retried every 10 ms
+            await asyncio.sleep(0.005)
+        assert len(set(core.ctxs)) == len(core.ctxs)
+        batcher.on_read_state(core.ctxs[0], 4)  # a late answer to the first ctx still counts
+        assert await reader == 4
+        reader = asyncio.create_task(batcher.wait_read_index())
+        with pytest.raises(type(server_errors.TIMEOUT)) as exc:
+            await reader
+        assert exc.value is server_errors.TIMEOUT
+
+    asyncio.run(main())
+
+
+def test_no_leader_and_leader_change_fail_the_readers():
+    async def main():
+        core = ScriptedCore()
+        batcher, _ = make(core)
+        core.drop = True
+        with pytest.raises(type(NO_LEADER)) as exc:
+            await batcher.wait_read_index()
+        assert exc.value is NO_LEADER
+        core.drop = False
+        readers = [asyncio.create_task(batcher.wait_read_index()) for _ in range(3)]
+        await asyncio.sleep(0)
+        batcher.fail_all(LEADER_CHANGED)
+        results = await asyncio.gather(*readers, return_exceptions=True)
+        assert results == [LEADER_CHANGED] * 3
+        assert len(core.ctxs) == 1  # failing the rounds issued nothing new
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_reader_does_not_cancel_its_round():
+    async def main():
+        core = ScriptedCore()
+        batcher, _ = make(core)
+        first = asyncio.create_task(batcher.wait_read_index())
+        await asyncio.sleep(0)
+        a = asyncio.create_task(batcher.wait_read_index())  # a and b: the same pending round
+        b = asyncio.create_task(batcher.wait_read_index())
+        await asyncio.sleep(0)
+        a.cancel()
+        batcher.on_read_state(core.ctxs[0], 3)
+        assert await first == 3
+        await asyncio.sleep(0)
+        batcher.on_read_state(core.ctxs[1], 4)
+        assert await b == 4
+        assert a.cancelled()
+
+    asyncio.run(main())
