@@ -120,13 +120,17 @@ class Member:
     def metrics_url(self) -> str:
         return f"http://{LOOPBACK}:{self.metrics_port}"
 
+    @property
+    def endpoint(self) -> str:
+        return f"{LOOPBACK}:{self.client_port}"
+
 
 @dataclass
 class ClusterSpec:
     """Names, ports and data dirs for an n-member cluster; `argv(member)` gives etcd's flags."""
 
     members: list[Member]
-    token: str = "test-cluster"
+    token: str = "kvstack-cluster"
     extra_flags: list[str] = field(default_factory=list)
 
     @classmethod
@@ -143,7 +147,11 @@ class ClusterSpec:
 
     @property
     def endpoints(self) -> str:
-        return ",".join(f"{LOOPBACK}:{m.client_port}" for m in self.members)
+        return ",".join(m.endpoint for m in self.members)
+
+    @property
+    def metrics_urls(self) -> list[str]:
+        return [m.metrics_url for m in self.members]
 
     def argv(self, m: Member) -> list[str]:
         return [
@@ -159,14 +167,14 @@ class ClusterSpec:
 
 @dataclass
 class ProxySpec:
-    """Where a proxy listens for clients and metrics, and the endpoints it forwards to."""
+    """Where a proxy listens for clients and metrics, and the endpoints (host:port,...) it forwards to."""
 
-    upstream: str
+    endpoints: str
     port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
 
     @property
-    def endpoint(self) -> str:
+    def listen_addr(self) -> str:
         return f"{LOOPBACK}:{self.port}"
 
     @property
@@ -175,5 +183,5 @@ class ProxySpec:
 
     def argv(self) -> list[str]:
         """`start` plus `etcd grpc-proxy start`'s flags, which `kvproxy start` takes too."""
-        return ["start", "--endpoints", self.upstream, "--listen-addr", self.endpoint,
+        return ["start", "--endpoints", self.endpoints, "--listen-addr", self.listen_addr,
                 "--metrics-addr", self.metrics_url]

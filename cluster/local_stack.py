@@ -82,8 +82,8 @@ def describe(spec: ClusterSpec, proxy: ProxySpec | None, log_dir: str) -> str:
     for m in spec.members:
         lines.append(f"  member {m.name:<4} client {m.client_url}  peer {m.peer_url}  metrics {m.metrics_url}/metrics")
     if proxy:
-        lines.append(f"  proxy       client http://{proxy.endpoint}  metrics {proxy.metrics_url}/metrics")
-    target = proxy.endpoint if proxy else spec.endpoints
+        lines.append(f"  proxy       client http://{proxy.listen_addr}  metrics {proxy.metrics_url}/metrics")
+    target = proxy.listen_addr if proxy else spec.endpoints
     lines += [
         "", f"  logs: {log_dir}", "", "Try:",
         f"  etcdctl --endpoints {spec.endpoints} endpoint status -w table",

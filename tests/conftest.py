@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.etcd_ref import ClusterSpec, start_etcd_cluster
-from tests.support.procs import ProcessGroup
+from cluster.launch import ProcessGroup
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """The committed generated protobuf modules are exactly what protos/generate.py produces."""
 
 import filecmp
-import pathlib
 
 from protos import generate
 

@@ -11,9 +11,9 @@ import time
 import grpc
 
 from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from tests.support.etcd_ref import ClusterSpec, Member
+from cluster.launch import ClusterSpec, Member
 from tests.support.kvstack import KVCLUSTER
-from tests.support.procs import ProcessGroup, port_open, wait_until
+from cluster.launch import ProcessGroup, port_open, wait_until
 
 
 class MemberClient:

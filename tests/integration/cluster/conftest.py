@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.etcd_ref import ClusterSpec
+from cluster.launch import ClusterSpec
 from tests.support.kvstack import start_kv_cluster
 
 from .cluster_client import ClusterView

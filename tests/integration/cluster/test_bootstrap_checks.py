@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import signal
 
-from tests.support.etcd_ref import ClusterSpec
+from cluster.launch import ClusterSpec
 from tests.support.kvstack import KVCLUSTER, start_kv_cluster
-from tests.support.procs import wait_until
+from cluster.launch import wait_until
 
 
 def run_until_exit(procs, name: str, argv: list[str], timeout: float = 20.0) -> tuple[int, str]:

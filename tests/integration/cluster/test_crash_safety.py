@@ -4,7 +4,7 @@ through another member, and the members converge to equal HashKV."""
 from __future__ import annotations
 
 from protos.etcdserverpb import rpc_pb2
-from tests.support.procs import wait_until
+from cluster.launch import wait_until
 
 from .cluster_client import FailoverWriter
 

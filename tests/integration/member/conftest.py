@@ -11,9 +11,9 @@ import grpc
 import pytest
 
 from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from tests.support.etcd_ref import ClusterSpec, Member
+from cluster.launch import ClusterSpec, Member
 from tests.support.kvstack import start_kv_cluster
-from tests.support.procs import ProcessGroup
+from cluster.launch import ProcessGroup
 
 
 @dataclass

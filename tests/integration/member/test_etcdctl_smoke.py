@@ -7,7 +7,7 @@ import json
 import subprocess
 
 from tests.support.etcd_ref import ETCDCTL_BIN
-from tests.support.procs import wait_until
+from cluster.launch import wait_until
 
 
 def ctl(member, *args: str, timeout: float = 20) -> subprocess.CompletedProcess:

@@ -6,8 +6,8 @@ import grpc
 import pytest
 
 from protos.etcdserverpb import rpc_pb2
-from tests.support.etcd_ref import ClusterSpec
-from tests.support.procs import wait_until
+from cluster.launch import ClusterSpec
+from cluster.launch import wait_until
 
 from .conftest import start_member
 

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from protos.etcdserverpb import rpc_pb2
-from tests.support.procs import wait_until
+from cluster.launch import wait_until
 
 
 def test_grant_attach_ttl_revoke(member):

@@ -12,8 +12,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from cluster.server.membership import cluster_id, member_id
 from protos.etcdserverpb import rpc_pb2
-from tests.support.etcd_ref import ClusterSpec
-from tests.support.procs import wait_until
+from cluster.launch import ClusterSpec
+from cluster.launch import wait_until
 
 from .conftest import metric, start_member
 

@@ -13,7 +13,7 @@ from cluster.server.local_log import LocalLog
 from cluster.server.log_segments import encode_record, read_records, segment_name
 from cluster.server.seam import Entry
 from protos.etcdserverpb import rpc_pb2
-from tests.support.etcd_ref import ClusterSpec
+from cluster.launch import ClusterSpec
 
 from .conftest import start_member
 

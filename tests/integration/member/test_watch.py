@@ -8,8 +8,8 @@ from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from protos.mvccpb import kv_pb2
 
 from .conftest import WatchStream, metric, start_member
-from tests.support.etcd_ref import ClusterSpec
-from tests.support.procs import wait_until
+from cluster.launch import ClusterSpec
+from cluster.launch import wait_until
 
 PUT, DELETE = kv_pb2.Event.PUT, kv_pb2.Event.DELETE
 

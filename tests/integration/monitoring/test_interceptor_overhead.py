@@ -19,7 +19,7 @@ import grpc.aio
 import pytest
 
 from protos.etcdserverpb import rpc_pb2
-from tests.support.procs import free_port, port_open, wait_until
+from cluster.launch import free_port, port_open, wait_until
 
 ROUNDS = 3
 REQUESTS = 20000

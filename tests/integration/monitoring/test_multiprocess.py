@@ -16,7 +16,7 @@ from monitoring.http import MetricsHTTPServer
 from monitoring.multiprocess import WorkerSnapshotCollector, parent_registry, prepare_directory
 from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from tests.integration.monitoring.scraping import promtool_problems, scrape
-from tests.support.procs import free_port, port_open, wait_until
+from cluster.launch import free_port, port_open, wait_until
 
 RANGE = dict(grpc_method="Range", grpc_service="etcdserverpb.KV", grpc_type="unary")
 

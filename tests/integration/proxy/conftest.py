@@ -15,9 +15,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from tests.support.etcd_ref import ClusterSpec
+from cluster.launch import ClusterSpec
 from tests.support.kvstack import ProxySpec, start_kvproxy
-from tests.support.procs import wait_until
+from cluster.launch import wait_until
 
 H2LOAD = shutil.which("h2load") or "/usr/bin/h2load"
 

@@ -9,7 +9,7 @@ import grpc
 
 from protos.etcdserverpb import rpc_pb2
 from tests.support.kvstack import start_kvproxy
-from tests.support.procs import wait_until
+from cluster.launch import wait_until
 
 from .conftest import kv_stub, metric, put, scrape
 

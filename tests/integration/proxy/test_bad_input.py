@@ -10,7 +10,7 @@ import time
 import grpc
 import pytest
 
-from tests.support.procs import wait_until
+from cluster.launch import wait_until
 
 from protos.etcdserverpb import rpc_pb2
 

@@ -14,7 +14,7 @@ import pytest
 from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from tests.support.etcd_ref import ETCDCTL_BIN
 from tests.support.kvstack import start_kvproxy
-from tests.support.procs import wait_until
+from cluster.launch import wait_until
 
 from .conftest import kv_stub, metric, put
 

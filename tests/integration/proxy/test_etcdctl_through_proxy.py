@@ -8,7 +8,7 @@ import subprocess
 
 from tests.support.etcd_ref import ETCDCTL_BIN, ClusterSpec
 from tests.support.kvstack import start_kv_cluster, start_kvproxy
-from tests.support.procs import wait_until
+from cluster.launch import wait_until
 
 from .conftest import metric
 

@@ -7,7 +7,7 @@ import time
 from protos.etcdserverpb import rpc_pb2
 from tests.support.etcd_ref import ETCD_BIN
 from tests.support.kvstack import start_kvproxy
-from tests.support.procs import port_open, wait_until
+from cluster.launch import port_open, wait_until
 
 from .conftest import kv_stub, metric, put
 

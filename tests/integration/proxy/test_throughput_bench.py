@@ -12,7 +12,7 @@ import pytest
 from protos.etcdserverpb import rpc_pb2
 from tests.support.etcd_ref import ETCD_BIN
 from tests.support.kvstack import start_kvproxy
-from tests.support.procs import free_port, port_open, wait_until
+from cluster.launch import free_port, port_open, wait_until
 
 from .conftest import etcd_ranges_handled, grpc_reply_size, kv_stub, put, run_h2load
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.etcd_ref import ETCD_BIN, ETCDCTL_BIN
 from tests.support.kvstack import start_kvproxy
-from tests.support.procs import free_port, port_open, wait_until
+from cluster.launch import free_port, port_open, wait_until
 
 
 def openssl(*args: str, cwd) -> None:

@@ -16,7 +16,7 @@ from proxy import lease_service, watch_service
 from proxy.namespace import Namespace
 from proxy.upstream import Upstream
 from tests.support.kvstack import ProxySpec, start_kvproxy
-from tests.support.procs import LOOPBACK, free_port, wait_until
+from cluster.launch import LOOPBACK, free_port, wait_until
 
 
 def start_healthy_kvproxy(procs, upstream, name: str = "kvproxy", extra_flags: list[str] | None = None) -> ProxySpec:

@@ -9,7 +9,7 @@ import subprocess
 import threading
 
 from tests.support.etcd_ref import ETCDCTL_BIN
-from tests.support.procs import wait_until
+from cluster.launch import wait_until
 
 
 def etcdctl(endpoint: str, *args: str) -> str:

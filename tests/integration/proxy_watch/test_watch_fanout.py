@@ -7,7 +7,7 @@ import asyncio
 import grpc
 
 from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from tests.support.procs import wait_until
+from cluster.launch import wait_until
 
 from .harness import metric_value, start_healthy_kvproxy
 from .watch_load import Watchers

@@ -18,7 +18,7 @@ import pytest
 from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from tests.support.etcd_ref import ETCD_BIN
 from tests.support.kvstack import ProxySpec
-from tests.support.procs import port_open, wait_until
+from cluster.launch import port_open, wait_until
 
 from .harness import metric_value, start_healthy_kvproxy
 from .watch_load import WatchLoad

@@ -15,7 +15,7 @@ import grpc
 from protos.etcdserverpb import rpc_pb2
 from proxy.upstream import Upstream
 from tests.support.etcd_ref import start_etcd_cluster
-from tests.support.procs import port_open
+from cluster.launch import port_open
 
 from .harness import WatchClient, metric_value
 from .watch_load import Watchers

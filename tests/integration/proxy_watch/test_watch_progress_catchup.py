@@ -14,7 +14,7 @@ import grpc
 
 from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
-from tests.support.procs import wait_until
+from cluster.launch import wait_until
 
 from .harness import WatchClient, metric_value
 

@@ -6,7 +6,7 @@ import asyncio
 
 from cluster.raft import Message, MessageType
 from cluster.replication.transport import PeerTransport
-from tests.support.procs import free_port
+from cluster.launch import free_port
 
 CLUSTER = 0xC1
 
