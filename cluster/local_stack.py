@@ -7,8 +7,11 @@ SIGKILLs what is left. A child that dies meanwhile is reported and left down, so
 can be tried by hand (kill a member, watch the cluster carry on).
 
 Ports: by default etcd's own local layout (clients 2379, 22379, 32379, ...; peers one above;
-metrics two above; the proxy on 23790 with metrics on 23791). `--ephemeral-ports` picks free
-ports instead, for tests and for running beside another stack.
+metrics two above; the proxy on 23790 with metrics on 23791; Prometheus on 9090).
+`--ephemeral-ports` picks free ports instead, for tests and for running beside another stack.
+
+`--with-prometheus` also runs a Prometheus server (Debian `prometheus`, when installed) that
+scrapes every member and the proxy with monitoring/prometheus.yml's jobs and alert rules.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ import signal
 import sys
 import time
 
-from .launch import KVCLUSTER, KVPROXY, ClusterSpec, Member, ProcessGroup, ProxySpec, port_open, wait_until
+from monitoring import config_render
+
+from .launch import KVCLUSTER, KVPROXY, LOOPBACK, ClusterSpec, Member, ProcessGroup, ProxySpec, free_port, port_open, wait_until
 
 PROXY_PORT = 23790
+PROMETHEUS_PORT = 9090
 STARTUP_TIMEOUT_S = 60.0
 
 
@@ -33,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy-workers", type=int, default=1, help="kvproxy --workers (default 1)")
     p.add_argument("--no-proxy", action="store_true", help="start the members only")
     p.add_argument("--ephemeral-ports", action="store_true", help="use free ports, not etcd's local layout")
+    p.add_argument("--with-prometheus", action="store_true",
+                   help="also run Prometheus scraping the stack, with our alert rules (needs `prometheus`)")
     return p
 
 
@@ -76,13 +84,32 @@ def start(procs: ProcessGroup, spec: ClusterSpec, proxy: ProxySpec | None, worke
             raise SystemExit(f"kvcluster local: the proxy failed to start:\n{procs.log_tail('proxy')}")
 
 
-def describe(spec: ClusterSpec, proxy: ProxySpec | None, log_dir: str) -> str:
+def start_prometheus(spec: ClusterSpec, proxy: ProxySpec | None, data_dir: str, log_dir: str,
+                     port: int) -> config_render.PrometheusProcess | None:
+    """Start Prometheus on the stack's metrics URLs; None (and a note) when it is not installed."""
+    if config_render.prometheus_binary() is None:
+        print("kvcluster local: --with-prometheus: `prometheus` is not installed "
+              "(Debian: apt-get install prometheus); running without it", flush=True)
+        return None
+    with open(os.path.join(log_dir, "prometheus.log"), "ab") as log:
+        prom = config_render.start_prometheus(spec.metrics_urls, [proxy.metrics_url] if proxy else [],
+                                              os.path.join(data_dir, "prometheus"), f"{LOOPBACK}:{port}", log=log)
+    wait_until(lambda: prom.ready() or prom.process.poll() is not None, STARTUP_TIMEOUT_S, "Prometheus ready")
+    if prom.process.poll() is not None:
+        raise SystemExit(f"kvcluster local: Prometheus failed to start (see {log_dir}/prometheus.log)")
+    return prom
+
+
+def describe(spec: ClusterSpec, proxy: ProxySpec | None, log_dir: str,
+             prom: config_render.PrometheusProcess | None) -> str:
     """What a person needs to use the stack: endpoints, metrics URLs and commands to try."""
     lines = [f"kvcluster local: {len(spec.members)} members" + (" + proxy" if proxy else "") + " running", ""]
     for m in spec.members:
         lines.append(f"  member {m.name:<4} client {m.client_url}  peer {m.peer_url}  metrics {m.metrics_url}/metrics")
     if proxy:
         lines.append(f"  proxy       client http://{proxy.listen_addr}  metrics {proxy.metrics_url}/metrics")
+    if prom:
+        lines.append(f"  prometheus  {prom.url}  (alerts: {prom.url}/alerts)")
     target = proxy.listen_addr if proxy else spec.endpoints
     lines += [
         "", f"  logs: {log_dir}", "", "Try:",
@@ -125,13 +152,19 @@ def main(argv: list[str]) -> int:
     spec, proxy = plan(args)
     log_dir = os.path.join(os.path.abspath(args.data_dir), "logs")
     procs = ProcessGroup(log_dir)
+    prom = None
     try:
         start(procs, spec, proxy, args.proxy_workers)
-        print(describe(spec, proxy, log_dir), flush=True)
+        if args.with_prometheus:
+            port = free_port() if args.ephemeral_ports else PROMETHEUS_PORT
+            prom = start_prometheus(spec, proxy, os.path.abspath(args.data_dir), log_dir, port)
+        print(describe(spec, proxy, log_dir, prom), flush=True)
         supervise(procs)
         print("kvcluster local: stopping", flush=True)
         stop(procs)
     finally:
+        if prom is not None:
+            prom.stop()
         procs.close()
     return 0
 
