@@ -230,6 +230,33 @@ class RaftDriver:
     def leader_id(self) -> int:
         return self._lead
 
+    # -- beyond the seam: what only a multi-member log offers -----------------------------------
+
+    @property
+    def peers(self) -> PeerNetwork:
+        """The peer transport (lease calls forwarded to the leader go through it)."""
+        return self._network
+
+    async def transfer_leadership(self, transferee: int, timeout: float) -> bool:
+        """Leader only: hand leadership to voter `transferee` (etcd's MoveLeader) and wait up to
+        `timeout` seconds until it leads. True once it does; False on timeout."""
+        if self._stopped:
+            raise server_errors.STOPPED
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self._lead != transferee:
+            self._node.transfer_leader(transferee)
+            self._wake.set()
+        while self._lead != transferee:
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(self._tick_interval)
+        return True
+
+    def is_voter(self, member_id: int) -> bool:
+        """Whether `member_id` is a voting member in the current configuration."""
+        return member_id in self._node.status().conf_state.voters if self._node else False
+
     # -- inputs from the transport (event loop) -------------------------------------------------
 
     def step(self, m: Message) -> None:

@@ -5,12 +5,16 @@ against this member's identity (cluster id, member id) before its messages are d
 stepped into the driver, in order, on the event loop. A batch from another cluster, or meant for
 another member (a stale address), ends the stream with FAILED_PRECONDITION and a message saying
 so; the sender logs it and retries with backoff, as etcd's rafthttp does.
+
+It also answers the lease calls followers forward to the leader (`LeaseRenew`,
+`LeaseTimeToLive`) through a `LeasePrimary`; a member that is not the leader refuses them with
+FAILED_PRECONDITION "not leader" (the caller asks the next leader it sees).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Callable, Protocol
 from urllib.parse import urlsplit
 
 import grpc
@@ -33,6 +37,23 @@ def peer_target(url: str) -> str:
     return f"{host}:{parts.port}"
 
 
+NOT_LEADER = "not leader"
+
+LeaseAnswer = tuple[int, int] | None
+"""(ttl, granted ttl) of a lease, or None when the lease does not exist."""
+
+
+class LeasePrimary(Protocol):
+    """The leader's lessor as peers reach it. Each method raises `LookupError` when this member
+    is not the leader (its lessor keeps no deadlines then)."""
+
+    def renew_as_leader(self, lease_id: int) -> LeaseAnswer:
+        """Keepalive: restart the lease's TTL; (granted ttl, granted ttl) or None."""
+
+    def time_to_live_as_leader(self, lease_id: int) -> LeaseAnswer:
+        """(remaining seconds, granted ttl) or None."""
+
+
 class RaftPeerService(peer_pb2_grpc.RaftPeerServicer):
     """Steps the Raft messages peers stream to this member."""
 
@@ -44,6 +65,7 @@ class RaftPeerService(peer_pb2_grpc.RaftPeerServicer):
         self._member_id = member_id
         self._step = step
         self._count_received = count_received
+        self.lease_primary: LeasePrimary | None = None
 
     async def Stream(self, request_iterator, context: grpc.aio.ServicerContext):
         async for batch in request_iterator:
@@ -69,6 +91,28 @@ class RaftPeerService(peer_pb2_grpc.RaftPeerServicer):
 
     async def Snapshot(self, request_iterator, context: grpc.aio.ServicerContext):
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "snapshot transfer is not supported yet")
+
+    async def LeaseRenew(self, request: peer_pb2.LeaseForward, context: grpc.aio.ServicerContext):
+        return await self._lease_call(request, context, "renew_as_leader")
+
+    async def LeaseTimeToLive(self, request: peer_pb2.LeaseForward, context: grpc.aio.ServicerContext):
+        return await self._lease_call(request, context, "time_to_live_as_leader")
+
+    async def _lease_call(self, request: peer_pb2.LeaseForward, context, method: str):
+        header = request.header
+        if header.cluster_id != self._cluster_id or header.to != self._member_id:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"lease call for cluster {header.cluster_id:x} member {header.to:x}: "
+                                f"this is cluster {self._cluster_id:x} member {self._member_id:x}")
+        if self.lease_primary is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, NOT_LEADER)
+        try:
+            answer = getattr(self.lease_primary, method)(request.lease_id)
+        except LookupError:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, NOT_LEADER)
+        if answer is None:
+            return peer_pb2.LeaseForwardResult(found=False)
+        return peer_pb2.LeaseForwardResult(found=True, ttl=answer[0], granted_ttl=answer[1])
 
     async def _refuse(self, context: grpc.aio.ServicerContext, sender: int, reason: str) -> None:
         log.warning("refused peer stream", extra={"fields": {"from": f"{sender:x}", "reason": reason}})

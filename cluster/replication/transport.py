@@ -27,7 +27,14 @@ from cluster.raft import Message, MessageType
 from cluster.raft.codec import encode_message
 from protos.kvpb import peer_pb2, peer_pb2_grpc
 
-from .peer_service import RaftPeerService, peer_target, start_peer_server
+from .peer_service import (
+    NOT_LEADER,
+    LeaseAnswer,
+    LeasePrimary,
+    RaftPeerService,
+    peer_target,
+    start_peer_server,
+)
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +217,9 @@ class PeerTransport:
         self._streams: dict[int, PeerStream] = {}
         self._step: Callable[[Message], None] | None = None
         self._server: grpc.aio.Server | None = None
+        self._service: RaftPeerService | None = None
+        self._lease_primary: LeasePrimary | None = None
+        self._call_channels: dict[int, grpc.aio.Channel] = {}  # unary peer calls (leases)
 
     async def start(self, driver) -> None:
         """Serve --listen-peer-urls (messages go to `driver.step`) and open the peer streams."""
@@ -217,6 +227,8 @@ class PeerTransport:
         self._step = driver.step
         service = RaftPeerService(self.cluster_id, self.member_id, self._receive,
                                   count_received=m.count_received if m else None)
+        service.lease_primary = self._lease_primary
+        self._service = service
         self._server = await start_peer_server(self._listen_urls, service, MAX_MESSAGE_BYTES)
         for peer_id, url in self._peer_urls.items():
             header = peer_pb2.PeerHeader(cluster_id=self.cluster_id, to=peer_id)
@@ -242,7 +254,42 @@ class PeerTransport:
             if stream is not None:
                 stream.enqueue(m)
 
+    # -- lease calls (a follower's keepalives and TTL queries, forwarded to the leader) -----------
+
+    def serve_leases(self, primary: LeasePrimary) -> None:
+        """Answer peers' forwarded lease calls with `primary` (this member's lessor)."""
+        self._lease_primary = primary
+        if self._service is not None:
+            self._service.lease_primary = primary
+
+    async def forward_lease(self, leader_id: int, lease_id: int, *, renew: bool,
+                            timeout: float) -> LeaseAnswer:
+        """Ask member `leader_id` to renew (`renew`) or report the TTL of `lease_id`.
+        Raises `LookupError` when that member is not (or no longer) the leader, and
+        `ConnectionError` when it cannot be reached in `timeout` seconds."""
+        url = self._peer_urls.get(leader_id)
+        if url is None:
+            raise LookupError(f"member {leader_id:x} is not a peer")
+        channel = self._call_channels.get(leader_id)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(peer_target(url), options=CHANNEL_OPTIONS)
+            self._call_channels[leader_id] = channel
+        stub = peer_pb2_grpc.RaftPeerStub(channel)
+        header = peer_pb2.PeerHeader(cluster_id=self.cluster_id, to=leader_id)
+        setattr(header, "from", self.member_id)
+        call = stub.LeaseRenew if renew else stub.LeaseTimeToLive
+        try:
+            res = await call(peer_pb2.LeaseForward(header=header, lease_id=lease_id), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and exc.details() == NOT_LEADER:
+                raise LookupError(NOT_LEADER) from None
+            raise ConnectionError(f"lease call to {url}: {exc.code().name} {exc.details()}") from None
+        return (res.ttl, res.granted_ttl) if res.found else None
+
     async def stop(self) -> None:
+        for channel in self._call_channels.values():
+            await channel.close()
+        self._call_channels = {}
         for stream in self._streams.values():
             await stream.stop()
         self._streams = {}

@@ -5,7 +5,8 @@ Reading order:
 - local_log.py       the single-member ReplicatedLog (log_segments.py: its files)
 - proposer.py        how a service writes: InternalRequest -> propose -> await the applied outcome
 - applier.py         ApplyLoop: committed entries -> one store WriteBatch -> proposers, watchers
-- kv_service.py, watch_service.py (+ watch_hub.py), lease_service.py (+ lessor.py),
+- kv_service.py, watch_service.py (+ watch_hub.py), lease_service.py (+ lessor.py,
+  lease_routing.py: keepalives and TTL queries go to the leader's lessor),
   maintenance_service.py, cluster_service.py: the gRPC services
 - validation.py, errors.py: etcd's request checks and its exact error statuses
 - quota.py, alarms.py, compactor.py, membership.py, metrics.py: the rest of etcd's behaviour

@@ -56,7 +56,7 @@ class ApplyLoop:
     """The apply side of the member. `apply(entries)` is the seam's ApplyCallback."""
 
     def __init__(self, store, lessor: Lessor, alarms: AlarmSet, wait: RequestWait,
-                 notify_watchers: Callable[[list, int], None], *,
+                 notify_watchers: Callable[[list, int], None], *, membership=None,
                  observe_commit: Callable[[float], None] | None = None,
                  count_ops: Callable[[internal_pb2.InternalRequest], None] | None = None):
         self.store = store
@@ -64,6 +64,7 @@ class ApplyLoop:
         self.alarms = alarms
         self.wait = wait
         self._notify_watchers = notify_watchers
+        self.membership = membership  # membership.Membership: published member attributes
         self._observe_commit = observe_commit
         self._count_ops = count_ops
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply")
@@ -203,5 +204,10 @@ class ApplyLoop:
             return rpc_pb2.LeaseCheckpointResponse()
         if kind == "alarm":
             return self.alarms.apply(req.alarm)
+        if kind == "member_attributes":
+            attrs = req.member_attributes
+            if self.membership is not None:
+                self.membership.apply_published(attrs.member_id, attrs.name, list(attrs.client_urls))
+            return attrs
         log.error("unsupported request in log", extra={"fields": {"kind": kind, "id": req.id}})
         return errors.NOT_CAPABLE

@@ -1,4 +1,5 @@
-"""etcdserverpb.Cluster: MemberList from the configured membership.
+"""etcdserverpb.Cluster: MemberList from the configured membership, with the names and client
+URLs every member published through the log after its start (membership.py), as etcd's does.
 
 Reconfiguration (MemberAdd/Remove/Update/Promote) belongs to the cluster issue; until then each
 answers with the etcd error that fits a member that cannot change its membership:

@@ -60,6 +60,10 @@ STOPPED = EtcdError(_UN, "etcdserver: server stopped")
 TIMEOUT = EtcdError(_UN, "etcdserver: request timed out")
 UNHEALTHY = EtcdError(_UN, "etcdserver: unhealthy cluster")
 BAD_LEADER_TRANSFEREE = EtcdError(_FP, "etcdserver: bad leader transferee")
+NOT_LEADER = EtcdError(_FP, "etcdserver: not leader")
+# etcd has no gRPC status for this one: togRPCError turns it into codes.Unknown
+LEADER_TRANSFER_TIMEOUT = EtcdError(grpc.StatusCode.UNKNOWN,
+                                    "etcdserver: request timed out, leader transfer took too long")
 NOT_CAPABLE = EtcdError(_UN, "etcdserver: not capable")
 
 # Watch: not a gRPC status but the cancel_reason of a WatchResponse (mvcc.ErrWatcherDuplicateID).

@@ -1,5 +1,6 @@
-"""etcdserverpb.Lease: Grant and Revoke go through the seam; KeepAlive, TimeToLive and Leases
-are answered from the lessor (and the store for attached keys), as etcd's leader does.
+"""etcdserverpb.Lease: Grant and Revoke go through the seam; KeepAlive and TimeToLive go to the
+leader's lessor (`LeaseRouter`: local on the leader, forwarded by a follower), attached keys come
+from the local store; Leases lists the local lessor's leases (every member has them all).
 
 etcd 3.4.23 answers, checked: a keepalive of an unknown lease gets TTL 0; TimeToLive of an
 unknown lease gets TTL -1 (no error); a requested TTL below the minimum is raised to it; ID 0
@@ -15,6 +16,7 @@ from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
 from . import errors, validation
 from .errors import EtcdError
+from .lease_routing import LeaseRouter
 from .lessor import Lessor
 from .metrics import MemberMetrics
 from .proposer import Proposer, ResponseHeaders
@@ -24,10 +26,12 @@ from .quota import BackendQuota
 class LeaseService(rpc_pb2_grpc.LeaseServicer):
     """The Lease service."""
 
-    def __init__(self, store, lessor: Lessor, proposer: Proposer, headers: ResponseHeaders,
-                 quota: BackendQuota, metrics: MemberMetrics, *, readers: ThreadPoolExecutor):
+    def __init__(self, store, lessor: Lessor, router: LeaseRouter, proposer: Proposer,
+                 headers: ResponseHeaders, quota: BackendQuota, metrics: MemberMetrics, *,
+                 readers: ThreadPoolExecutor):
         self._store = store
         self._lessor = lessor
+        self._router = router
         self._proposer = proposer
         self._headers = headers
         self._quota = quota
@@ -58,7 +62,10 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
 
     async def LeaseKeepAlive(self, request_iterator, context):
         async for req in request_iterator:
-            ttl = self._lessor.renew(req.ID)
+            try:
+                ttl = await self._router.renew(req.ID)
+            except EtcdError as exc:  # as etcd: the error ends the stream
+                await errors.abort_with(context, exc)
             if ttl:
                 self._metrics.lease_renewed.inc()
             resp = rpc_pb2.LeaseKeepAliveResponse(ID=req.ID, TTL=ttl)
@@ -67,7 +74,10 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
 
     async def LeaseTimeToLive(self, request: rpc_pb2.LeaseTimeToLiveRequest, context):
         resp = rpc_pb2.LeaseTimeToLiveResponse(ID=request.ID)
-        found = self._lessor.time_to_live(request.ID)
+        try:
+            found = await self._router.time_to_live(request.ID)
+        except EtcdError as exc:
+            await errors.abort_with(context, exc)
         if found is None:
             resp.TTL = -1
         else:

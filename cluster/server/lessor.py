@@ -8,8 +8,9 @@ only matters while the member runs: when each lease expires. Contract:
   the leader calls `revoke_expired(lease_id)` (a proposal of LeaseRevoke) for each expired
   lease, and again after `retry_after` seconds if the lease is still there (a lost proposal).
   A member that becomes leader first gives every lease its full TTL (`promote`).
-- Keepalives renew the lessor of the member that receives them; forwarding them to the leader
-  (as etcd does) is the cluster issue's job.
+- Only the leader's deadlines count. Keepalives and TTL queries reach this lessor only on the
+  leader: a follower forwards them (`LeaseRouter`, lease_routing.py). A follower's lessor keeps
+  the leases (for Leases and for the day it leads) but its deadlines are stale until `promote`.
 - Renewals are not replicated (as etcd without checkpoints): after a restart every lease starts
   again with its full TTL, or its checkpointed remaining TTL when the store has one.
 """

@@ -35,7 +35,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 
     def __init__(self, store, log, apply_loop, alarms: AlarmSet, proposer: Proposer,
                  headers: ResponseHeaders, *, version: str, snapshot_dir: str,
-                 readers: ThreadPoolExecutor):
+                 readers: ThreadPoolExecutor, request_timeout: float = 7.0):
         self._store = store
         self._log = log
         self._apply_loop = apply_loop
@@ -45,6 +45,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         self._version = version
         self._snapshot_dir = snapshot_dir
         self._readers = readers
+        self._request_timeout = request_timeout
 
     async def _read(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
@@ -104,6 +105,20 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         yield rpc_pb2.SnapshotResponse(remaining_bytes=0, blob=digest.digest())
 
     async def MoveLeader(self, request: rpc_pb2.MoveLeaderRequest, context):
-        if request.targetID != self._headers.member_id:
-            await errors.abort_with(context, errors.BAD_LEADER_TRANSFEREE)
-        return rpc_pb2.MoveLeaderResponse()  # already the leader: nothing to do, as etcd
+        """As etcd: only the leader moves leadership ("not leader"); the target must be a voting
+        member ("bad leader transferee"); then the core's leader transfer, awaited until the
+        target leads, for at most the request timeout."""
+        me = self._headers.member_id
+        try:
+            if self._log.leader_id != me:
+                raise errors.NOT_LEADER
+            transfer = getattr(self._log, "transfer_leadership", None)
+            if request.targetID == me:
+                return rpc_pb2.MoveLeaderResponse()  # already the leader: nothing to do
+            if transfer is None or not self._log.is_voter(request.targetID):
+                raise errors.BAD_LEADER_TRANSFEREE
+            if not await transfer(request.targetID, self._request_timeout):
+                raise errors.LEADER_TRANSFER_TIMEOUT
+        except EtcdError as exc:
+            await errors.abort_with(context, exc)
+        return rpc_pb2.MoveLeaderResponse()

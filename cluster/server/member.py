@@ -2,9 +2,10 @@
 
 Start order (`start()`): open the store (worker thread) -> recover leases and alarms -> start the
 log (the ReplicatedLog), which replays entries past store.applied_index through the apply loop
--> start the lessor, watch hub and compactor -> wait until the log is ready (a leader, and what
-was committed applied) -> serve gRPC on the client URLs -> serve /metrics and /health on the
-metrics URLs. `stop()` undoes it in reverse. Everything runs on one asyncio loop; blocking work
+-> start the lessor, watch hub and compactor, and publish this member's name and client URLs
+through the log (a background task, retried until applied) -> wait until the log is ready (a
+leader, and what was committed applied) -> serve gRPC on the client URLs -> serve /metrics and
+/health on the metrics URLs. `stop()` undoes it in reverse. Everything runs on one asyncio loop; blocking work
 goes to dedicated threads: `wal` (log writes + fsync), `apply` (the store's only writer),
 `watch-catchup` and `read` (store reads too big for the loop).
 """
@@ -27,6 +28,7 @@ from cluster.replication.factory import build_replicated_log
 from monitoring.grpc_metrics import GrpcServerMetrics
 from monitoring.http import MetricsHTTPServer
 from protos.etcdserverpb import rpc_pb2
+from protos.kvpb import internal_pb2
 
 from .alarms import AlarmSet
 from .applier import ApplyLoop
@@ -35,6 +37,7 @@ from .compactor import AutoCompactor, parse_retention
 from .errors import EtcdError
 from .grpc_glue import add_servicer
 from .kv_service import KVService
+from .lease_routing import LeaseRouter
 from .lease_service import LeaseService
 from .lessor import Lessor, min_lease_ttl
 from .local_log import LocalLog
@@ -124,8 +127,15 @@ class Member:
                              self._revoke_expired_lease,
                              is_leader=lambda: self.log.leader_id == self.member_id)
         self.lessor.recover(await loop.run_in_executor(self._readers, store.leases))
+        peers = getattr(self.log, "peers", None)  # None: the single-member LocalLog
+        self.lease_router = LeaseRouter(self.lessor, self.log, self.member_id, peers=peers,
+                                        timeout=cfg.request_timeout)
+        if peers is not None:
+            peers.serve_leases(self.lease_router)
         self.hub = WatchHub(store, self.headers.make, progress_interval=cfg.watch_progress_notify_interval)
+        self.membership.load_published(os.path.join(self._member_dir, "members.json"))
         self.apply_loop = ApplyLoop(store, self.lessor, self.alarms, self.wait, self.hub.notify,
+                                    membership=self.membership,
                                     observe_commit=self.metrics.backend_commit.observe,
                                     count_ops=self.metrics.count_applied)
         self.proposer = Proposer(self.log, self.wait, RequestIdGenerator(self.member_id),
@@ -143,7 +153,7 @@ class Member:
         self._background = [asyncio.create_task(self.proposer.run_timeouts(), name="proposal-timeouts"),
                             asyncio.create_task(self._count_keys(), name="key-count")]
         self._register_gauges()
-        await self._wait_until_ready()
+        await self._publish()
         await self._start_grpc()
         self.http = MetricsHTTPServer(self.registry, health=self.health)
         if cfg.listen_metrics_urls:
@@ -176,12 +186,12 @@ class Member:
             "KV": KVService(self.store, self.log, self.proposer, self.headers, self.quota, self.apply_loop,
                             self.metrics, max_txn_ops=cfg.max_txn_ops, readers=self._readers),
             "Watch": WatchService(self.hub, self.headers, max_request_bytes=cfg.max_request_bytes),
-            "Lease": LeaseService(self.store, self.lessor, self.proposer, self.headers, self.quota,
-                                  self.metrics, readers=self._readers),
+            "Lease": LeaseService(self.store, self.lessor, self.lease_router, self.proposer, self.headers,
+                                  self.quota, self.metrics, readers=self._readers),
             "Maintenance": MaintenanceService(
                 self.store, self.log, self.apply_loop, self.alarms, self.proposer, self.headers,
                 version=SERVER_VERSION, snapshot_dir=os.path.join(self._member_dir, "snap"),
-                readers=self._readers),
+                readers=self._readers, request_timeout=cfg.request_timeout),
             "Cluster": ClusterService(self.membership, self.headers),
         }
         for name, servicer in services.items():
@@ -205,7 +215,7 @@ class Member:
         m.gauge("etcd_server_proposals_committed_total", "The total number of consensus proposals committed.", lambda: self.log.committed_index)
         m.gauge("etcd_server_proposals_applied_total", "The total number of consensus proposals applied.", lambda: self.log.applied_index)
         m.gauge("etcd_server_proposals_pending", "The current number of pending proposals to commit.", lambda: len(self.wait))
-        m.gauge("etcd_server_proposals_failed_total", "The total number of failed proposals seen.", lambda: self.proposer.failed_total)
+        m.counter("etcd_server_proposals_failed_total", "The total number of failed proposals seen.", lambda: self.proposer.failed_total)
         m.gauge("etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.", lambda: self.quota.quota_bytes)
 
     async def _count_keys(self) -> None:
@@ -217,6 +227,29 @@ class Member:
             resp = await loop.run_in_executor(self._readers, self.store.range, count_all)
             self._key_count = resp.count
             await asyncio.sleep(KEY_COUNT_INTERVAL)
+
+    async def _publish(self) -> None:
+        """Publish this member's name and client URLs through the log, once per start (etcd's
+        publish), retrying until it is applied; every member's MemberList then reports them.
+
+        Clients are served only after this returns, as etcd serves after its publish: the entry
+        being applied here means the log has a leader and this member has applied everything
+        committed before it, so no client sees "no leader" or an index that moves by itself."""
+        local = self.membership.local
+        attrs = internal_pb2.MemberAttributes(member_id=local.id, name=local.name,
+                                              client_urls=self.cfg.advertise_client_urls)
+        while True:
+            try:
+                await self.proposer.propose(member_attributes=attrs)
+            except EtcdError as exc:
+                log.info("publish of member attributes failed; retrying", extra={"fields": {
+                    "error": exc.message}})
+                await asyncio.sleep(0.05)
+                continue
+            log.info("published local member to cluster through raft", extra={"fields": {
+                "name": local.name, "member_id": f"{local.id:x}",
+                "client_urls": list(self.cfg.advertise_client_urls)}})
+            return
 
     # -- callbacks ------------------------------------------------------------------------------
 
@@ -246,17 +279,6 @@ class Member:
         return LocalLog(os.path.join(self._member_dir, "local-log"), self.member_id,
                         observe_fsync=self.metrics.wal_fsync.observe, on_fatal=self._fatal,
                         make_applied_durable=self._sync_store_file)
-
-    async def _wait_until_ready(self) -> None:
-        """Serve clients only once the log has a leader and this member has applied what it
-        committed (etcd's serve() waits for ReadyNotify the same way): the first read barrier
-        that passes. Until then clients see a closed port, never "no leader"."""
-        while True:
-            try:
-                await self.log.read_barrier()
-                return
-            except EtcdError:
-                await asyncio.sleep(0.05)
 
     def _sync_store_file(self) -> None:
         """WAL thread: fsync the store's data file, so that everything it has committed (the

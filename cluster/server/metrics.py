@@ -9,6 +9,7 @@ its types so dashboards and alerts written for etcd work unchanged.
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 
 from protos.kvpb import internal_pb2
 
@@ -42,6 +43,10 @@ class MemberMetrics:
         """A gauge whose value is `fn()` at scrape time."""
         Gauge(name, doc, registry=self._registry).set_function(fn)
 
+    def counter(self, name: str, doc: str, fn) -> None:
+        """A counter whose value is `fn()` at scrape time; `fn` must never decrease."""
+        self._registry.register(_CallbackCounter(name, doc, fn))
+
     def count_applied(self, req: internal_pb2.InternalRequest) -> None:
         """Apply thread: count a successfully applied request (Counter.inc is thread-safe)."""
         kind = req.WhichOneof("request")
@@ -55,3 +60,13 @@ class MemberMetrics:
             self.lease_granted.inc()
         elif kind == "lease_revoke":
             self.lease_revoked.inc()
+
+
+class _CallbackCounter:
+    """A prometheus_client collector exposing one counter read from a callback at scrape time."""
+
+    def __init__(self, name: str, doc: str, fn):
+        self._name, self._doc, self._fn = name, doc, fn
+
+    def collect(self):
+        yield CounterMetricFamily(self._name, self._doc, value=self._fn())

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16protos/kvpb/peer.proto\x12\x04kvpb\":\n\nPeerHeader\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x02 \x01(\x04\x12\n\n\x02to\x18\x03 \x01(\x04\"?\n\tRaftBatch\x12 \n\x06header\x18\x01 \x01(\x0b\x32\x10.kvpb.PeerHeader\x12\x10\n\x08messages\x18\x02 \x03(\x0c\"^\n\rSnapshotChunk\x12 \n\x06header\x18\x01 \x01(\x0b\x32\x10.kvpb.PeerHeader\x12\x0f\n\x07message\x18\x02 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04last\x18\x04 \x01(\x08\"\t\n\x07PeerAck2h\n\x08RaftPeer\x12*\n\x06Stream\x12\x0f.kvpb.RaftBatch\x1a\r.kvpb.PeerAck(\x01\x12\x30\n\x08Snapshot\x12\x13.kvpb.SnapshotChunk\x1a\r.kvpb.PeerAck(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16protos/kvpb/peer.proto\x12\x04kvpb\":\n\nPeerHeader\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x02 \x01(\x04\x12\n\n\x02to\x18\x03 \x01(\x04\"?\n\tRaftBatch\x12 \n\x06header\x18\x01 \x01(\x0b\x32\x10.kvpb.PeerHeader\x12\x10\n\x08messages\x18\x02 \x03(\x0c\"^\n\rSnapshotChunk\x12 \n\x06header\x18\x01 \x01(\x0b\x32\x10.kvpb.PeerHeader\x12\x0f\n\x07message\x18\x02 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04last\x18\x04 \x01(\x08\"\t\n\x07PeerAck\"B\n\x0cLeaseForward\x12 \n\x06header\x18\x01 \x01(\x0b\x32\x10.kvpb.PeerHeader\x12\x10\n\x08lease_id\x18\x02 \x01(\x03\"E\n\x12LeaseForwardResult\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0b\n\x03ttl\x18\x02 \x01(\x03\x12\x13\n\x0bgranted_ttl\x18\x03 \x01(\x03\x32\xe5\x01\n\x08RaftPeer\x12*\n\x06Stream\x12\x0f.kvpb.RaftBatch\x1a\r.kvpb.PeerAck(\x01\x12\x30\n\x08Snapshot\x12\x13.kvpb.SnapshotChunk\x1a\r.kvpb.PeerAck(\x01\x12:\n\nLeaseRenew\x12\x12.kvpb.LeaseForward\x1a\x18.kvpb.LeaseForwardResult\x12?\n\x0fLeaseTimeToLive\x12\x12.kvpb.LeaseForward\x1a\x18.kvpb.LeaseForwardResultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,6 +39,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SNAPSHOTCHUNK']._serialized_end=251
   _globals['_PEERACK']._serialized_start=253
   _globals['_PEERACK']._serialized_end=262
-  _globals['_RAFTPEER']._serialized_start=264
-  _globals['_RAFTPEER']._serialized_end=368
+  _globals['_LEASEFORWARD']._serialized_start=264
+  _globals['_LEASEFORWARD']._serialized_end=330
+  _globals['_LEASEFORWARDRESULT']._serialized_start=332
+  _globals['_LEASEFORWARDRESULT']._serialized_end=401
+  _globals['_RAFTPEER']._serialized_start=404
+  _globals['_RAFTPEER']._serialized_end=633
 # @@protoc_insertion_point(module_scope)

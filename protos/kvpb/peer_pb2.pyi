@@ -38,3 +38,21 @@ class SnapshotChunk(_message.Message):
 class PeerAck(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class LeaseForward(_message.Message):
+    __slots__ = ("header", "lease_id")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    header: PeerHeader
+    lease_id: int
+    def __init__(self, header: _Optional[_Union[PeerHeader, _Mapping]] = ..., lease_id: _Optional[int] = ...) -> None: ...
+
+class LeaseForwardResult(_message.Message):
+    __slots__ = ("found", "ttl", "granted_ttl")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    GRANTED_TTL_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    ttl: int
+    granted_ttl: int
+    def __init__(self, found: _Optional[bool] = ..., ttl: _Optional[int] = ..., granted_ttl: _Optional[int] = ...) -> None: ...

@@ -44,6 +44,16 @@ class RaftPeerStub:
                 request_serializer=protos_dot_kvpb_dot_peer__pb2.SnapshotChunk.SerializeToString,
                 response_deserializer=protos_dot_kvpb_dot_peer__pb2.PeerAck.FromString,
                 _registered_method=True)
+        self.LeaseRenew = channel.unary_unary(
+                '/kvpb.RaftPeer/LeaseRenew',
+                request_serializer=protos_dot_kvpb_dot_peer__pb2.LeaseForward.SerializeToString,
+                response_deserializer=protos_dot_kvpb_dot_peer__pb2.LeaseForwardResult.FromString,
+                _registered_method=True)
+        self.LeaseTimeToLive = channel.unary_unary(
+                '/kvpb.RaftPeer/LeaseTimeToLive',
+                request_serializer=protos_dot_kvpb_dot_peer__pb2.LeaseForward.SerializeToString,
+                response_deserializer=protos_dot_kvpb_dot_peer__pb2.LeaseForwardResult.FromString,
+                _registered_method=True)
 
 
 class RaftPeerServicer:
@@ -63,6 +73,20 @@ class RaftPeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LeaseRenew(self, request, context):
+        """A keepalive received by a follower, renewed by the leader's lessor.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaseTimeToLive(self, request, context):
+        """A LeaseTimeToLive received by a follower, answered by the leader's lessor.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RaftPeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +99,16 @@ def add_RaftPeerServicer_to_server(servicer, server):
                     servicer.Snapshot,
                     request_deserializer=protos_dot_kvpb_dot_peer__pb2.SnapshotChunk.FromString,
                     response_serializer=protos_dot_kvpb_dot_peer__pb2.PeerAck.SerializeToString,
+            ),
+            'LeaseRenew': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaseRenew,
+                    request_deserializer=protos_dot_kvpb_dot_peer__pb2.LeaseForward.FromString,
+                    response_serializer=protos_dot_kvpb_dot_peer__pb2.LeaseForwardResult.SerializeToString,
+            ),
+            'LeaseTimeToLive': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaseTimeToLive,
+                    request_deserializer=protos_dot_kvpb_dot_peer__pb2.LeaseForward.FromString,
+                    response_serializer=protos_dot_kvpb_dot_peer__pb2.LeaseForwardResult.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +165,60 @@ class RaftPeer:
             '/kvpb.RaftPeer/Snapshot',
             protos_dot_kvpb_dot_peer__pb2.SnapshotChunk.SerializeToString,
             protos_dot_kvpb_dot_peer__pb2.PeerAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseRenew(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvpb.RaftPeer/LeaseRenew',
+            protos_dot_kvpb_dot_peer__pb2.LeaseForward.SerializeToString,
+            protos_dot_kvpb_dot_peer__pb2.LeaseForwardResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaseTimeToLive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvpb.RaftPeer/LeaseTimeToLive',
+            protos_dot_kvpb_dot_peer__pb2.LeaseForward.SerializeToString,
+            protos_dot_kvpb_dot_peer__pb2.LeaseForwardResult.FromString,
             options,
             channel_credentials,
             insecure,
