@@ -8,6 +8,7 @@ from cluster.mvcc.errors import (
     LeaseExistsError,
     LeaseNotFoundError,
     MVCCError,
+    StoreFullError,
 )
 from cluster.mvcc.store import LeaseRecord, MVCCStore, WriteBatch
 
@@ -22,4 +23,5 @@ __all__ = [
     "KeyNotFoundError",
     "LeaseExistsError",
     "LeaseNotFoundError",
+    "StoreFullError",
 ]

@@ -3,7 +3,10 @@ commit). Opened by MVCCStore.begin()."""
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
+
+import lmdb
 
 from cluster.mvcc.encoding import (
     ALIVE,
@@ -28,6 +31,7 @@ from cluster.mvcc.errors import (
     KeyNotFoundError,
     LeaseExistsError,
     LeaseNotFoundError,
+    StoreFullError,
 )
 from cluster.mvcc.keyindex import state_flags
 from cluster.mvcc.leases import attached_keys
@@ -38,6 +42,24 @@ from protos.etcdserverpb import rpc_pb2
 from protos.mvccpb import kv_pb2
 
 
+def _space_checked(method):
+    """Wrap a WriteBatch method: a full LMDB map aborts the whole batch (LMDB cannot go on with a
+    transaction after MDB_MAP_FULL anyway) and raises StoreFullError; a closed batch raises
+    RuntimeError."""
+
+    @functools.wraps(method)
+    def checked(self, *args, **kwargs):
+        if self._txn is None:
+            raise RuntimeError("the write batch has been committed or aborted")
+        try:
+            return method(self, *args, **kwargs)
+        except lmdb.MapFullError as e:
+            self.abort()
+            raise StoreFullError(self._store.map_size) from e
+
+    return checked
+
+
 class WriteBatch:
     """One LMDB write transaction of the apply thread: requests applied in log order, then
     commit(applied_index). Context manager: on leaving the block, a batch not yet committed is
@@ -46,7 +68,8 @@ class WriteBatch:
     Every request (put, delete_range, txn, lease_revoke) that changes something takes the next
     main revision; its writes take sub revisions 0, 1, ... A request that raises has no effect:
     every error is detected before the request writes anything (txn: by TxnPlanner's pre-checks;
-    the server rejects txns that write one key twice, as etcd does, so no op can fail midway)."""
+    the server rejects txns that write one key twice, as etcd does, so no op can fail midway).
+    The one exception is a full LMDB map (StoreFullError): it aborts the whole batch."""
 
     def __init__(self, store, env: StoreEnv, compaction_keys: int):
         # store: the MVCCStore that opened the batch; commit()/abort() report back to it.
@@ -89,6 +112,7 @@ class WriteBatch:
         """The revision a read inside the current request sees (its own writes included)."""
         return self._main if self._events else self._rev
 
+    @_space_checked
     def put(self, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
         """Put with lease, prev_kv, ignore_value, ignore_lease. Raises LeaseNotFoundError,
         KeyNotFoundError (ignore_* on a missing key)."""
@@ -133,6 +157,7 @@ class WriteBatch:
             resp.prev_kv.ParseFromString(prev)
         return resp
 
+    @_space_checked
     def delete_range(self, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
         """DeleteRange with prev_kv; `deleted` counts the keys removed."""
         self._start()
@@ -166,10 +191,12 @@ class WriteBatch:
         self._events.append(encode_event(True, tombstone, prev))
         return prev
 
+    @_space_checked
     def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
         """A Range inside the batch: sees everything applied so far."""
         return self._env.reader.range(self._txn, req, self._rev, self._compact)
 
+    @_space_checked
     def txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
         """Txn: compares (incl. over a range) decide each branch, nested txns included, all
         against the state before the txn; then the chosen ops run in order, reads seeing the
@@ -206,6 +233,7 @@ class WriteBatch:
                 nested.header.SetInParent()  # etcd gives nested txn responses an empty header
                 self._apply_txn(op.request_txn, path, nested)
 
+    @_space_checked
     def compact(self, revision: int) -> None:
         """Compact at `revision`: raises CompactedError if <= the compact revision,
         FutureRevisionError if > the current revision. Reads below it fail from now on; the
@@ -218,12 +246,14 @@ class WriteBatch:
         self._compaction = (revision, b"")
 
     # -- leases ----------------------------------------------------------------------------------
+    @_space_checked
     def lease_grant(self, lease_id: int, ttl: int) -> None:
         """Record a granted lease. Raises LeaseExistsError if the id is taken."""
         k = LEASE_ID.pack(lease_id)
         if not self._txn.put(k, LEASE_RECORD.pack(ttl, 0), db=self._env.leases, overwrite=False):
             raise LeaseExistsError(lease_id)
 
+    @_space_checked
     def lease_revoke(self, lease_id: int) -> int:
         """Delete the lease and, in one main revision, its keys (in key order). Returns the
         revision after it. Raises LeaseNotFoundError."""
@@ -240,6 +270,7 @@ class WriteBatch:
         txn.delete(k, db=env.leases)
         return self._finish()
 
+    @_space_checked
     def lease_checkpoint(self, lease_id: int, remaining_ttl: int) -> None:
         """Record a lease's remaining TTL; an unknown lease is ignored (as etcd's lessor does)."""
         k = LEASE_ID.pack(lease_id)
@@ -249,6 +280,7 @@ class WriteBatch:
             self._txn.put(k, LEASE_RECORD.pack(ttl, remaining_ttl), db=self._env.leases)
 
     # -- end of batch ------------------------------------------------------------------------------
+    @_space_checked
     def commit(self, applied_index: int) -> list[tuple[int, list]]:
         """Store applied_index with the data, run one chunk of pending physical compaction,
         commit (no fsync), and return the batch's changes: [(main revision, [Event])] in order,
@@ -273,7 +305,10 @@ class WriteBatch:
     def abort(self) -> None:
         """Discard everything done in the batch."""
         if self._txn is not None:
-            self._txn.abort()
-            self._txn = None
+            txn, self._txn = self._txn, None
+            try:
+                txn.abort()
+            except lmdb.Error:  # a failed commit has already ended it
+                pass
             store = self._store
             store._batch_finished(store._current, store._compact, store._applied, store._compaction_pending)

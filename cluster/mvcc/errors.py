@@ -54,3 +54,17 @@ class KeyNotFoundError(MVCCError):
     def __init__(self, key: bytes):
         super().__init__(f"key {key!r} not found")
         self.key = key
+
+
+class StoreFullError(MVCCError):
+    """The LMDB map (MVCCStore's map_size) is full (etcd: the backend quota; the server raises
+    the NOSPACE alarm and answers "etcdserver: mvcc: database space exceeded").
+
+    Raised by a WriteBatch method (commit() included) or continue_compaction(). The batch has
+    been aborted: nothing of it is applied, the store stays at its last committed batch, and the
+    WriteBatch is closed. Space comes back by compaction + defragment, or by reopening the store
+    with a bigger map_size."""
+
+    def __init__(self, map_size: int):
+        super().__init__(f"mvcc: database space exceeded (map size {map_size} bytes)")
+        self.map_size = map_size

@@ -245,6 +245,20 @@ class MVCCStore:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def sync(self) -> None:
+        """Flush every batch committed so far to disk (fsync of the data file; LMDB env.sync(True)).
+
+        Commits do not fsync: the Raft log is the durability point. Whoever drops log entries
+        the store has applied (the member's local log truncation / compaction of its log
+        segments) must call this first, or a crash could lose applied entries that no log holds
+        any more. Any thread; blocks on I/O (run it off the event loop). Safe during a batch:
+        it covers what was committed before the call."""
+        env = self._gate.acquire()
+        try:
+            env.env.sync(True)
+        finally:
+            self._gate.release()
+
     def close(self) -> None:
         """Flush the database to disk (fsync) and close it."""
         if self._closed:

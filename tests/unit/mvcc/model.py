@@ -7,8 +7,12 @@ Its rules are written from etcd's apply.go / kvstore_txn.go, independently of th
 
 from __future__ import annotations
 
+import struct
+
 from dataclasses import dataclass
 from typing import Callable, Optional
+
+import google_crc32c
 
 from cluster.mvcc import (
     CompactedError,
@@ -137,6 +141,45 @@ class Model:
         if prev is not None:
             ev.prev_kv.CopyFrom(prev.proto())
         return ev
+
+    def hash_kv(self, revision: int) -> tuple[int, int, int]:
+        """etcd 3.4's HashKV (mvcc HashByRev), from its definition: CRC-32C over b"key", then
+        over each bolt record (key: 8-byte main + "_" + 8-byte sub [+ "t" for a tombstone]; value:
+        the KeyValue, a tombstone's with the key only) with main <= revision that compaction left
+        in bolt, skipping those <= compact revision that are not in keep(revision), unless
+        keep(revision) is empty."""
+        if 0 < revision <= self.compact:
+            raise CompactedError(revision, self.compact)
+        if revision > self.current:
+            raise FutureRevisionError(revision, self.current)
+        rev = revision or self.current
+        records = []  # ((main, sub), key, is_put, bolt value)
+        subs: dict = {}
+        for main, kind, kv, _prev in self.log:
+            sub = subs[main] = subs.get(main, -1) + 1
+            if kind == "put":
+                records.append(((main, sub), kv.key, True, kv.proto().SerializeToString()))
+            else:
+                records.append(((main, sub), kv, False, kv_pb2.KeyValue(key=kv).SerializeToString()))
+
+        def latest_puts(at: int) -> set:  # the latest revision <= at of each key alive at `at`
+            latest = {}
+            for r, key, is_put, _ in records:
+                if r[0] <= at:
+                    latest[key] = (r, is_put)
+            return {r for r, is_put in latest.values() if is_put}
+
+        in_bolt_below = latest_puts(self.compact)  # what compaction leaves at or below it
+        keep = latest_puts(rev)
+        h = google_crc32c.extend(0, b"key")
+        for (main, sub), _key, is_put, value in records:
+            if main > rev:
+                break
+            if main <= self.compact and ((main, sub) not in in_bolt_below or (keep and (main, sub) not in keep)):
+                continue
+            bolt_key = struct.pack(">Q", main) + b"_" + struct.pack(">Q", sub) + (b"" if is_put else b"t")
+            h = google_crc32c.extend(h, bolt_key + value)
+        return h, self.current, self.compact
 
     def lease_keys(self, lease_id: int) -> list[bytes]:
         space = self.spaces[self.current]

@@ -228,6 +228,11 @@ class MVCCMachine(RuleBasedStateMachine):
         want = outcome(lambda: self.model.events(key, end, start, limit))
         assert got == want, (key, end, start, limit)
 
+    @rule(data=st.data())
+    def hash_kv(self, data):
+        rev = data.draw(st.integers(0, self.model.current + 1))
+        assert outcome(lambda: self.store.hash_kv(rev)) == outcome(lambda: self.model.hash_kv(rev)), rev
+
     @rule(lease_id=st.sampled_from([1, 2, 3]))
     def lease_state(self, lease_id):
         record = self.store.lease(lease_id)
@@ -271,6 +276,7 @@ class MVCCMachine(RuleBasedStateMachine):
         assert (self.store.current_revision, self.store.compact_revision) == (self.model.current, self.model.compact)
         everything = pb.RangeRequest(key=b"\x00", range_end=b"\x00")
         assert self.store.range(everything) == self.model.range(everything)
+        assert self.store.hash_kv(0) == self.model.hash_kv(0)
 
 
 MVCCMachine.TestCase.settings = settings(
