@@ -245,6 +245,30 @@ class MVCCStore:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def replace_with(self, db_path: str) -> None:
+        """Make the database file `db_path` (a copy written by another store's `snapshot`, already
+        fsynced) this store's data, durably; `db_path` is consumed. Used by a member installing a
+        leader's Raft snapshot. Writer thread, no batch open; readers wait during the swap only."""
+        if self._batch is not None:
+            raise RuntimeError("replace_with with a write batch open")
+
+        def replace(old: StoreEnv) -> StoreEnv:
+            old.env.close()
+            os.replace(db_path, os.path.join(self.path, DATA_FILE))
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return StoreEnv(self.path, self.map_size)
+
+        self._gate.swap(replace)
+        env = self._gate.env
+        with env.env.begin() as txn:
+            current, compact, applied = env.state(txn)
+            pending = txn.get(META_COMPACTION, db=env.meta) is not None
+        self._batch_finished(current, compact, applied, pending)
+
     def sync(self) -> None:
         """Flush every batch committed so far to disk (fsync of the data file; LMDB env.sync(True)).
 

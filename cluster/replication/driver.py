@@ -22,6 +22,19 @@ Exactly once across restarts: the core re-delivers every committed entry after i
 applier passes only entries past the store's `applied_index` to the apply callback, while conf
 changes are always re-applied to the core (it keeps membership in memory only).
 
+Snapshots (with a `StoreImage`, seam.py): the store is the state machine image, so a Raft
+snapshot holds only (index, term, ConfState).
+- **Compaction**: between Readies, once applied − last snapshot index ≥ `snapshot_count`: on the
+  `wal` thread, `image.sync()` (the store is now durable up to applied), the snapshot file, the
+  WAL marker + fsync, `release_to` (older WAL segments go); then the in-memory log is compacted,
+  keeping `catch_up_entries` behind so a slightly lagging follower catches up from the log.
+- **Install** (a follower whose next entry the leader compacted away): the transport writes the
+  leader's store image to `wal.received_db_path(index, term)` (fsynced) and steps the MsgSnap;
+  the Ready carrying the snapshot saves the snapshot file and WAL marker (fsync), acknowledges,
+  then swaps the store for the image (no apply batch in flight; queued older entries dropped).
+  The image's applied index may exceed the snapshot's: entries up to it are skipped when they
+  arrive. A crash between the marker and the swap is finished at restart from the kept image.
+
 Failures reach callers as etcd errors: `propose` raises "etcdserver: no leader" (or "leader
 changed" during a transfer) when the core refuses; a proposal forwarded to a leader that dies is
 lost and its proposer times out ("etcdserver: request timed out", the Proposer's sweep); readers
@@ -31,15 +44,18 @@ fail with "leader changed" when the leader changes under them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import logging
+import os
 import random
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Protocol
 
 from cluster.raft import (
     Config,
+    ConfState,
     EntryType,
     HardState,
     MemoryStorage,
@@ -47,11 +63,13 @@ from cluster.raft import (
     RawNode,
     Ready,
     RequestDropped,
+    Snapshot,
+    SnapshotMetadata,
 )
 from cluster.raft import Entry as RaftEntry
 from cluster.raft.codec import decode_conf_change
 from cluster.server import errors as server_errors
-from cluster.server.seam import ApplyCallback, Entry
+from cluster.server.seam import ApplyCallback, Entry, StoreImage
 
 from .errors import LEADER_CHANGED, NO_LEADER, BootstrapError
 from .read_index import ReadIndexBatcher
@@ -59,6 +77,8 @@ from .read_index import ReadIndexBatcher
 log = logging.getLogger(__name__)
 
 _REPLAY_CHUNK = 512  # entries per apply call while catching up
+DEFAULT_SNAPSHOT_COUNT = 100_000  # etcd's --snapshot-count default
+CATCH_UP_ENTRIES = 5000  # etcd's SnapshotCatchUpEntries: entries kept behind a compaction
 
 
 class RaftWAL(Protocol):
@@ -97,10 +117,14 @@ class RaftDriver:
                  on_leader_change: Callable[[int], None] | None = None,
                  count_read_round: Callable[[], None] | None = None,
                  count_reads: Callable[[int], None] | None = None,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None,
+                 image: StoreImage | None = None,
+                 snapshot_count: int = DEFAULT_SNAPSHOT_COUNT,
+                 catch_up_entries: int = CATCH_UP_ENTRIES):
         """`voters`: the founding members' ids (used only to bootstrap an empty log).
         `election_ticks`: election timeout in ticks (etcd: election-timeout / heartbeat-interval);
-        the heartbeat is one tick. Callbacks run on the loop."""
+        the heartbeat is one tick. Callbacks run on the loop. `image`: the store as snapshots
+        see it; without one the log is never compacted and leader snapshots cannot be installed."""
         self.node_id = node_id
         self._voters = sorted(voters)
         self._wal = wal
@@ -126,6 +150,12 @@ class RaftDriver:
         self._applied_waiters: list[tuple[int, int, asyncio.Future]] = []
         self._waiter_seq = itertools.count()
         self._lead = 0
+        self.image = image
+        self._snapshot_count = max(1, snapshot_count)
+        self._catch_up_entries = max(0, catch_up_entries)
+        self._snap_index = 0  # index of the newest durable snapshot
+        self._conf_at: list[tuple[int, ConfState]] = [(0, ConfState())]  # (index, conf after it)
+        self._apply_lock = asyncio.Lock()  # an apply batch, or a store image install
         self._stopped = True
         self._tasks: list[asyncio.Task] = []
 
@@ -135,27 +165,39 @@ class RaftDriver:
         loop = asyncio.get_running_loop()
         try:
             hard_state, entries = await loop.run_in_executor(self._io, self._wal.load)
-            fresh = hard_state.is_empty() and not entries
+            snap: Snapshot | None = getattr(self._wal, "snapshot", None)
+            snap_index = snap.metadata.index if snap is not None else 0
+            fresh = hard_state.is_empty() and not entries and snap is None
             if fresh and applied_index > 0:
                 raise BootstrapError(
                     f"the store has applied index {applied_index} but the Raft log is empty: this "
                     "data dir was not written by a Raft member; start from an empty --data-dir")
-            last_index = entries[-1].index if entries else 0
-            if applied_index > last_index:
+            if applied_index < snap_index:
+                applied_index = await self._install_kept_image(snap, applied_index)
+            self._discard_received_images()
+            last_index = entries[-1].index if entries else snap_index
+            if applied_index > last_index and snap is None:
                 raise BootstrapError(
                     f"the store has applied index {applied_index}, past the WAL's last entry "
                     f"{last_index}: the WAL does not belong to this store")
-            if applied_index > hard_state.commit:
+            # (With a snapshot, a store installed from a leader's image may be ahead of the log:
+            # the entries up to its applied index are committed and the leader sends them again.)
+            commit = max(hard_state.commit, snap_index, min(applied_index, last_index))
+            if commit > hard_state.commit:
                 # Only a commit-index update was lost (saved without fsync); the store applied
                 # these entries, so they were committed, and they are durable in the WAL.
-                hard_state = HardState(hard_state.term, hard_state.vote, applied_index)
+                hard_state = HardState(hard_state.term, hard_state.vote, commit)
         except BootstrapError as exc:
             log.critical("refusing to start", extra={"fields": {"error": str(exc)}})
             raise
+        if snap is not None:
+            self._storage.apply_snapshot(snap)
+            self._snap_index = snap_index
+            self._conf_at = [(snap_index, snap.metadata.conf_state)]
         self._storage.append(entries)
         self._storage.set_hard_state(hard_state)
         self._node = RawNode(Config(
-            id=self.node_id, storage=self._storage, rng=self._rng,
+            id=self.node_id, storage=self._storage, rng=self._rng, applied=snap_index,
             election_tick=self._election_ticks, heartbeat_tick=1))
         if fresh:
             self._node.bootstrap(self._voters)
@@ -163,6 +205,7 @@ class RaftDriver:
         self._apply_floor = self._applied = applied_index
         log.info("raft log recovered", extra={"fields": {
             "member_id": f"{self.node_id:x}", "entries": len(entries), "term": hard_state.term,
+            "snapshot_index": snap_index,
             "commit": hard_state.commit, "applied_index": applied_index, "bootstrap": fresh}})
         self._stopped = False
         self._tasks = [
@@ -277,6 +320,26 @@ class RaftDriver:
             self._node.report_snapshot(peer_id, failed)
             self._wake.set()
 
+    def received_image_path(self, index: int, term: int) -> str:
+        """Where the transport must leave (fsynced) the leader's store image for snapshot
+        (index, term) before calling `receive_snapshot`."""
+        if self.image is None or not hasattr(self._wal, "received_db_path"):
+            raise RuntimeError("this member cannot install snapshots")
+        return str(self._wal.received_db_path(index, term))
+
+    def receive_snapshot(self, m: Message) -> None:
+        """A leader's MsgSnap whose store image is complete at `received_image_path`. An image
+        the core does not take (a stale snapshot: it only answers with its commit index) is
+        deleted at once; a taken one is installed by the Ready that carries the snapshot."""
+        self.step(m)
+        md = m.snapshot.metadata
+        pending = self._node.raft.log.unstable.snapshot if self._node is not None else None
+        if pending is None or (pending.metadata.index, pending.metadata.term) != (md.index, md.term):
+            try:
+                os.unlink(self.received_image_path(md.index, md.term))
+            except FileNotFoundError:
+                pass
+
     # -- internals ------------------------------------------------------------------------------
 
     def _request_read_index(self, ctx: bytes) -> None:
@@ -332,6 +395,9 @@ class RaftDriver:
                 while node.has_ready():
                     await self._handle_ready(node.ready())
                     node.advance()
+                if (self.image is not None and not self._stopped
+                        and self._applied - self._snap_index >= self._snapshot_count):
+                    await self._compact_log()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # the WAL cannot be written: stop, as etcd panics
@@ -341,18 +407,31 @@ class RaftDriver:
     async def _handle_ready(self, rd: Ready) -> None:
         if rd.soft_state is not None:
             self._set_leader(rd.soft_state.lead)
-        if rd.snapshot is not None:
-            raise NotImplementedError("installing a leader snapshot is not supported yet")
+        snap = rd.snapshot
+        if snap is not None:
+            image_path = self.received_image_path(snap.metadata.index, snap.metadata.term)
+            if not os.path.exists(image_path):  # never write a marker we could not restore
+                raise RuntimeError(f"snapshot {snap.metadata.index} to install, but no store "
+                                   f"image at {image_path}")
         self._network.send(rd.messages)
-        if rd.entries or rd.hard_state is not None:
-            seconds = await asyncio.get_running_loop().run_in_executor(
-                self._io, self._wal.save, rd.hard_state, rd.entries, rd.must_sync)
-            if rd.must_sync and self._observe_fsync is not None:
+        if rd.entries or rd.hard_state is not None or snap is not None:
+            loop = asyncio.get_running_loop()
+            if snap is None:
+                seconds = await loop.run_in_executor(
+                    self._io, self._wal.save, rd.hard_state, rd.entries, rd.must_sync)
+            else:
+                seconds = await loop.run_in_executor(
+                    self._io, functools.partial(self._wal.save, rd.hard_state, rd.entries, True,
+                                                snapshot=snap))
+                self._storage.apply_snapshot(snap)
+            if (rd.must_sync or snap is not None) and self._observe_fsync is not None:
                 self._observe_fsync(seconds)
             self._storage.append(rd.entries)
             if rd.hard_state is not None:
                 self._storage.set_hard_state(rd.hard_state)
         self._network.send(rd.messages_after_persist)
+        if snap is not None:
+            await self._install_image(snap, image_path)
         if rd.committed_entries:
             self._hand_out(rd.committed_entries)
         for rs in rd.read_states:
@@ -365,7 +444,7 @@ class RaftDriver:
         for e in committed:
             data = e.data
             if e.type == EntryType.CONF_CHANGE:
-                self._node.apply_conf_change(decode_conf_change(data))
+                self._conf_at.append((e.index, self._node.apply_conf_change(decode_conf_change(data))))
                 data = b""  # the store records its index only
             if e.index > floor:
                 out.append(Entry(e.index, e.term, data))
@@ -392,14 +471,94 @@ class RaftDriver:
                 while self._to_apply:
                     batch = self._to_apply[:_REPLAY_CHUNK]
                     del self._to_apply[:_REPLAY_CHUNK]
-                    await self._apply(batch)
-                    self._applied = batch[-1].index
+                    async with self._apply_lock:
+                        # a store image installed meanwhile covers these entries
+                        batch = [e for e in batch if e.index > self._applied]
+                        if not batch:
+                            continue
+                        await self._apply(batch)
+                        self._applied = batch[-1].index
                     self._release_applied_waiters()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # an entry that cannot be applied: stop, as etcd panics
             self._fail(exc, "apply failed")
             raise
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    def _conf_state_at(self, index: int) -> ConfState:
+        cs = self._conf_at[0][1]
+        for i, c in self._conf_at:
+            if i > index:
+                break
+            cs = c
+        return cs
+
+    async def _compact_log(self) -> None:
+        """Take a snapshot at the applied index and compact the log behind it (module doc)."""
+        index = min(self._applied, self._storage.last_index())
+        if index <= self._snap_index:
+            return
+        conf_state = self._conf_state_at(index)
+        snap = Snapshot(SnapshotMetadata(index=index, term=self._storage.term(index),
+                                         conf_state=conf_state))
+
+        def persist() -> int:
+            self.image.sync()  # the store now durably holds everything up to `index`
+            return self._wal.compact(snap)
+
+        released = await asyncio.get_running_loop().run_in_executor(self._io, persist)
+        self._storage.create_snapshot(index, conf_state, b"")
+        compact_to = index - self._catch_up_entries
+        if compact_to >= self._storage.first_index():
+            self._storage.compact(compact_to)
+        self._snap_index = index
+        self._conf_at = [(index, conf_state)] + [(i, c) for i, c in self._conf_at if i > index]
+        log.info("saved snapshot and compacted raft log", extra={"fields": {
+            "member_id": f"{self.node_id:x}", "snapshot_index": index,
+            "compacted_to": max(compact_to, 0), "wal_segments_released": released}})
+
+    async def _install_image(self, snap: Snapshot, path: str) -> None:
+        """The store becomes the leader's image (snapshot file and marker already durable)."""
+        index = snap.metadata.index
+        self._to_apply.clear()  # all at or below the old commit index < `index`
+        async with self._apply_lock:
+            applied = await self.image.install_image(path)
+            if applied < index:
+                raise RuntimeError(f"the leader's store image has applied index {applied}, "
+                                   f"behind its snapshot {index}")
+            self._apply_floor = self._applied = applied
+        self._snap_index = index
+        self._conf_at = [(index, snap.metadata.conf_state)]
+        self._release_applied_waiters()
+        log.info("installed leader snapshot", extra={"fields": {
+            "member_id": f"{self.node_id:x}", "snapshot_index": index,
+            "snapshot_term": snap.metadata.term, "applied_index": applied}})
+
+    async def _install_kept_image(self, snap: Snapshot, applied_index: int) -> int:
+        """At start: the WAL records a leader snapshot the store never installed (a crash in
+        between); install the image kept for it."""
+        md = snap.metadata
+        path = self.received_image_path(md.index, md.term) if self.image is not None else None
+        if path is None or not os.path.exists(path):
+            raise BootstrapError(
+                f"the store has applied index {applied_index}, behind the snapshot at {md.index}, "
+                "and the leader's store image for it is missing: the data dir is damaged")
+        applied = await self.image.install_image(path)
+        log.info("installed kept leader snapshot at start", extra={"fields": {
+            "member_id": f"{self.node_id:x}", "snapshot_index": md.index, "applied_index": applied}})
+        return applied
+
+    def _discard_received_images(self) -> None:
+        """Images received but never installed (a stale MsgSnap, or a crash mid-transfer)."""
+        if self.image is None or not hasattr(self._wal, "received_db_path"):
+            return
+        folder = os.path.dirname(self.received_image_path(1, 1))
+        if os.path.isdir(folder):
+            for name in os.listdir(folder):
+                if name.endswith((".snap.db", ".snap.db.part")):
+                    os.unlink(os.path.join(folder, name))
 
     async def _wait_applied(self, index: int) -> None:
         if self._applied >= index:

@@ -22,9 +22,10 @@ import os
 
 from prometheus_client import CollectorRegistry
 
+from cluster.raft.wal import DEFAULT_SEGMENT_SIZE
 from cluster.server.membership import Membership, parse_initial_cluster
 
-from .driver import RaftDriver
+from .driver import CATCH_UP_ENTRIES, RaftDriver
 from .errors import BootstrapError
 from .metrics import ReplicationMetrics
 from .raft_wal import MemberWAL
@@ -39,6 +40,8 @@ def check_flags(cfg) -> None:
         raise BootstrapError(
             f"--election-timeout[{cfg.election_timeout_ms}ms] should be at least as 5 times as "
             f"--heartbeat-interval[{cfg.heartbeat_interval_ms}ms]")
+    if getattr(cfg, "snapshot_count", 1) <= 0:
+        raise BootstrapError(f"--snapshot-count must be positive, got {cfg.snapshot_count}")
     if cfg.initial_cluster_state != "new":
         raise BootstrapError(
             "--initial-cluster-state existing (joining a running cluster) is not supported yet")
@@ -55,9 +58,13 @@ def check_flags(cfg) -> None:
 
 
 def build_replicated_log(cfg, membership: Membership, member_dir: str, registry: CollectorRegistry,
-                         *, observe_fsync=None, on_fatal=None) -> RaftDriver:
-    """A `RaftDriver` for this member: WAL under `member_dir`/wal, peers from `membership`,
-    metrics in `registry`. Raises `BootstrapError` for bad flags."""
+                         *, observe_fsync=None, on_fatal=None, image=None) -> RaftDriver:
+    """A `RaftDriver` for this member: WAL under `member_dir`/wal, snapshot files under
+    `member_dir`/snap, peers from `membership`, metrics in `registry`; `image`: the store as
+    snapshots see it (seam.StoreImage). Raises `BootstrapError` for bad flags.
+
+    Test knobs (environment): `KVCLUSTER_WAL_SEGMENT_BYTES` (WAL segment size, default 64 MiB)
+    and `KVCLUSTER_SNAPSHOT_CATCHUP_ENTRIES` (entries kept behind a compaction, default 5000)."""
     try:
         check_flags(cfg)
     except BootstrapError as exc:
@@ -70,10 +77,19 @@ def build_replicated_log(cfg, membership: Membership, member_dir: str, registry:
         cfg.listen_peer_urls, metrics=metrics)
     return RaftDriver(
         local.id, [m.id for m in membership.members],
-        MemberWAL(os.path.join(member_dir, "wal"), local.id, membership.cluster_id), transport,
+        MemberWAL(os.path.join(member_dir, "wal"), local.id, membership.cluster_id,
+                  snap_dir=os.path.join(member_dir, "snap"), segment_size=_segment_size()),
+        transport,
         tick_interval=cfg.heartbeat_interval_ms / 1000,
         election_ticks=cfg.election_timeout_ms // cfg.heartbeat_interval_ms,
         request_timeout=cfg.request_timeout,
         observe_fsync=observe_fsync, on_fatal=on_fatal,
         on_leader_change=lambda _lead: metrics.leader_changes.inc(),
-        count_read_round=metrics.read_indexes.inc, count_reads=metrics.count_reads)
+        count_read_round=metrics.read_indexes.inc, count_reads=metrics.count_reads,
+        image=image, snapshot_count=cfg.snapshot_count,
+        catch_up_entries=int(os.environ.get("KVCLUSTER_SNAPSHOT_CATCHUP_ENTRIES", CATCH_UP_ENTRIES)))
+
+
+def _segment_size() -> int:
+    raw = os.environ.get("KVCLUSTER_WAL_SEGMENT_BYTES")
+    return int(raw) if raw else DEFAULT_SEGMENT_SIZE

@@ -39,6 +39,25 @@ class ReplicationMetrics:
             "etcd_network_peer_round_trip_time_seconds", "Round-Trip-Time histogram between "
             "peers (heartbeat to heartbeat response).", ["To"], buckets=_RTT_BUCKETS, registry=r)
 
+        self.snapshot_send_success = Counter(
+            "etcd_network_snapshot_send_success", "Total number of successful snapshot sends",
+            ["To"], registry=r)
+        self.snapshot_send_failures = Counter(
+            "etcd_network_snapshot_send_failures", "Total number of snapshot send failures",
+            ["To"], registry=r)
+        self.snapshot_receive_success = Counter(
+            "etcd_network_snapshot_receive_success", "Total number of successful snapshot receives",
+            ["From"], registry=r)
+        self.snapshot_receive_failures = Counter(
+            "etcd_network_snapshot_receive_failures", "Total number of snapshot receive failures",
+            ["From"], registry=r)
+
+    def count_snapshot(self, peer_id: int, *, sent: bool, ok: bool) -> None:
+        if sent:
+            (self.snapshot_send_success if ok else self.snapshot_send_failures).labels(f"{peer_id:x}").inc()
+        else:
+            (self.snapshot_receive_success if ok else self.snapshot_receive_failures).labels(f"{peer_id:x}").inc()
+
     def count_reads(self, n: int) -> None:
         self.linearizable_reads.inc(n)
 

@@ -6,6 +6,11 @@ stepped into the driver, in order, on the event loop. A batch from another clust
 another member (a stale address), ends the stream with FAILED_PRECONDITION and a message saying
 so; the sender logs it and retries with backoff, as etcd's rafthttp does.
 
+`Snapshot` receives a leader's MsgSnap: the first chunk carries the message (Raft metadata), the
+following chunks the leader's store image, written to `<path>.part`, fsynced and renamed to the
+driver's `received_image_path`; only then is the MsgSnap stepped (`receive_snapshot`) and the
+call acknowledged. A stream that ends early or breaks leaves nothing behind.
+
 It also answers the lease calls followers forward to the leader (`LeaseRenew`,
 `LeaseTimeToLive`) through a `LeasePrimary`; a member that is not the leader refuses them with
 FAILED_PRECONDITION "not leader" (the caller asks the next leader it sees).
@@ -13,13 +18,15 @@ FAILED_PRECONDITION "not leader" (the caller asks the next leader it sees).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from typing import Callable, Protocol
 from urllib.parse import urlsplit
 
 import grpc
 
-from cluster.raft import CodecError, Message
+from cluster.raft import CodecError, Message, MessageType
 from cluster.raft.codec import decode_message
 from protos.kvpb import peer_pb2, peer_pb2_grpc
 
@@ -54,17 +61,39 @@ class LeasePrimary(Protocol):
         """(remaining seconds, granted ttl) or None."""
 
 
+class SnapshotReceiver(Protocol):
+    """The driver's side of snapshot installation."""
+
+    def received_image_path(self, index: int, term: int) -> str:
+        """Where a complete, fsynced store image must be before `receive_snapshot`."""
+
+    def receive_snapshot(self, m: Message) -> None:
+        """Step the MsgSnap whose image is in place."""
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class RaftPeerService(peer_pb2_grpc.RaftPeerServicer):
     """Steps the Raft messages peers stream to this member."""
 
     def __init__(self, cluster_id: int, member_id: int, step: Callable[[Message], None], *,
-                 count_received: Callable[[int, int], None] | None = None):
+                 count_received: Callable[[int, int], None] | None = None,
+                 snapshots: SnapshotReceiver | None = None,
+                 count_snapshot: Callable[..., None] | None = None):
         """`step(message)`: the driver's input (event loop, never blocks).
         `count_received(from_id, nbytes)`: a metric hook."""
         self._cluster_id = cluster_id
         self._member_id = member_id
         self._step = step
         self._count_received = count_received
+        self._snapshots = snapshots
+        self._count_snapshot = count_snapshot
         self.lease_primary: LeasePrimary | None = None
 
     async def Stream(self, request_iterator, context: grpc.aio.ServicerContext):
@@ -84,13 +113,68 @@ class RaftPeerService(peer_pb2_grpc.RaftPeerServicer):
                     m = decode_message(raw)
                 except CodecError as exc:
                     await self._refuse(context, sender, f"undecodable raft message: {exc}")
+                if m.type == MessageType.MsgSnap:
+                    continue  # only the Snapshot call brings one, with its store image
                 self._step(m)
             if self._count_received is not None:
                 self._count_received(sender, size)
         return peer_pb2.PeerAck()
 
     async def Snapshot(self, request_iterator, context: grpc.aio.ServicerContext):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "snapshot transfer is not supported yet")
+        sender, m, part, f = 0, None, None, None
+        done = False
+        try:
+            async for chunk in request_iterator:
+                if m is None:
+                    header = chunk.header
+                    sender = getattr(header, "from")
+                    if header.cluster_id != self._cluster_id or header.to != self._member_id:
+                        await self._refuse(context, sender, "snapshot for cluster "
+                                           f"{header.cluster_id:x} member {header.to:x}: this is "
+                                           f"cluster {self._cluster_id:x} member {self._member_id:x}")
+                    if self._snapshots is None:
+                        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                                            "this member cannot install snapshots")
+                    try:
+                        m = decode_message(chunk.message)
+                    except CodecError as exc:
+                        await self._refuse(context, sender, f"undecodable snapshot message: {exc}")
+                    if m.type != MessageType.MsgSnap or m.snapshot is None:
+                        await self._refuse(context, sender, "the first snapshot chunk is not a MsgSnap")
+                    md = m.snapshot.metadata
+                    path = self._snapshots.received_image_path(md.index, md.term)
+                    part = path + ".part"
+                    f = await asyncio.to_thread(open, part, "wb")  # closed below
+                if chunk.data:
+                    f.write(chunk.data)
+                if chunk.last:
+                    f.flush()
+                    await asyncio.to_thread(os.fsync, f.fileno())
+                    f.close()
+                    os.replace(part, path)
+                    await asyncio.to_thread(_fsync_dir, os.path.dirname(path))
+                    done = True
+                    break
+            if not done:
+                raise ConnectionError("the snapshot stream ended before its last chunk")
+            log.info("received snapshot", extra={"fields": {
+                "from": f"{sender:x}", "index": m.snapshot.metadata.index,
+                "bytes": os.path.getsize(path)}})
+            self._snapshots.receive_snapshot(m)
+        except BaseException as exc:
+            if f is not None and not f.closed:
+                f.close()
+            if part is not None and not done and os.path.exists(part):
+                os.unlink(part)
+            if self._count_snapshot is not None and m is not None:
+                self._count_snapshot(sender, sent=False, ok=False)
+            if not isinstance(exc, (asyncio.CancelledError, grpc.aio.AbortError)):
+                log.warning("snapshot receive failed", extra={"fields": {
+                    "from": f"{sender:x}", "error": repr(exc)}})
+            raise
+        if self._count_snapshot is not None:
+            self._count_snapshot(sender, sent=False, ok=True)
+        return peer_pb2.PeerAck()
 
     async def LeaseRenew(self, request: peer_pb2.LeaseForward, context: grpc.aio.ServicerContext):
         return await self._lease_call(request, context, "renew_as_leader")

@@ -8,6 +8,12 @@ core is told the peer is unreachable (the leader then probes it instead of pipel
 stream breaks, what was queued is dropped (Raft resends what matters), the peer is reported
 unreachable, and the task reconnects with exponential backoff.
 
+Snapshots: a MsgSnap never goes on the stream. The transport copies the store (the driver's
+`image.write_image`) into a temporary file and streams it over one `RaftPeer.Snapshot` call in
+`SNAPSHOT_CHUNK_BYTES` chunks (first chunk: the MsgSnap itself; then the image; the last chunk
+marked), at most one per peer at a time, then reports the outcome to the core
+(`report_snapshot`). The peer acknowledges after it has the image durably and stepped the MsgSnap.
+
 Inbound: `RaftPeerService` (peer_service.py) on --listen-peer-urls steps received messages.
 
 Threading: everything runs on the member's event loop. `send()` never blocks and never raises.
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import time
 from collections import deque
 from typing import Callable
@@ -41,6 +48,7 @@ log = logging.getLogger(__name__)
 MAX_QUEUED_MESSAGES = 4096  # per peer; etcd's rafthttp stream buffer is 4096 messages too
 MAX_BATCH_BYTES = 4 << 20  # a bigger single message still goes, alone
 MAX_MESSAGE_BYTES = 256 << 20  # gRPC limit on peer frames (a MsgApp is capped at 1 MiB by Raft)
+SNAPSHOT_CHUNK_BYTES = 1 << 20
 BACKOFF_INITIAL = 0.05
 BACKOFF_MAX = 1.0
 
@@ -65,12 +73,14 @@ class PeerStream:
 
     def __init__(self, header: peer_pb2.PeerHeader, url: str, *,
                  report_unreachable: Callable[[int], None],
+                 send_snapshot: Callable[[Message], None] | None = None,
                  count_sent: Callable[[int], None] | None = None,
                  max_queued: int = MAX_QUEUED_MESSAGES):
         self.peer_id = header.to
         self.url = url
         self._header = header
         self._report_unreachable = report_unreachable
+        self._send_snapshot = send_snapshot
         self._count_sent = count_sent
         self._max_queued = max_queued
         self._queue: deque[Message] = deque()
@@ -162,8 +172,10 @@ class PeerStream:
                 while queue and (size < MAX_BATCH_BYTES or not batch.messages):
                     m = queue.popleft()
                     if m.type == MessageType.MsgSnap:
-                        # Snapshots need the chunked Snapshot RPC, which is not built yet.
-                        self._drop(1, "snapshot sending not supported")
+                        if self._send_snapshot is not None:
+                            self._send_snapshot(m)  # its own call (PeerTransport)
+                        else:
+                            self._drop(1, "snapshot sending not supported")
                         continue
                     if m.type == MessageType.MsgHeartbeat and self._heartbeat_sent_at is None:
                         self._heartbeat_sent_at = time.monotonic()
@@ -220,13 +232,19 @@ class PeerTransport:
         self._service: RaftPeerService | None = None
         self._lease_primary: LeasePrimary | None = None
         self._call_channels: dict[int, grpc.aio.Channel] = {}  # unary peer calls (leases)
+        self._snapshot_sends: dict[int, asyncio.Task] = {}  # peer id -> its snapshot transfer
+        self._driver = None
 
     async def start(self, driver) -> None:
         """Serve --listen-peer-urls (messages go to `driver.step`) and open the peer streams."""
         m = self._metrics
         self._step = driver.step
+        self._driver = driver
+        can_install = getattr(driver, "image", None) is not None
         service = RaftPeerService(self.cluster_id, self.member_id, self._receive,
-                                  count_received=m.count_received if m else None)
+                                  count_received=m.count_received if m else None,
+                                  snapshots=driver if can_install else None,
+                                  count_snapshot=m.count_snapshot if m else None)
         service.lease_primary = self._lease_primary
         self._service = service
         self._server = await start_peer_server(self._listen_urls, service, MAX_MESSAGE_BYTES)
@@ -234,6 +252,7 @@ class PeerTransport:
             header = peer_pb2.PeerHeader(cluster_id=self.cluster_id, to=peer_id)
             setattr(header, "from", self.member_id)
             stream = PeerStream(header, url, report_unreachable=driver.report_unreachable,
+                                send_snapshot=self._start_snapshot_send if can_install else None,
                                 count_sent=m.sent_counter(peer_id) if m else None)
             stream.start()
             self._streams[peer_id] = stream
@@ -254,6 +273,64 @@ class PeerTransport:
             if stream is not None:
                 stream.enqueue(m)
 
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def _start_snapshot_send(self, m: Message) -> None:
+        task = self._snapshot_sends.get(m.to)
+        if task is not None and not task.done():
+            return  # one transfer per peer; the core waits for its report
+        self._snapshot_sends[m.to] = asyncio.create_task(
+            self._send_snapshot(m), name=f"snapshot-send-{m.to:x}")
+
+    async def _send_snapshot(self, m: Message) -> None:
+        """Stream the store image with MsgSnap `m` to its peer; report the outcome to the core."""
+        peer, image = m.to, self._driver.image
+        md = m.snapshot.metadata
+        t0 = time.monotonic()
+        ok, size = False, 0
+        try:
+            with tempfile.TemporaryFile(dir=image.scratch_dir) as f:
+                size = await asyncio.to_thread(image.write_image, f)
+                f.seek(0)
+                header = peer_pb2.PeerHeader(cluster_id=self.cluster_id, to=peer)
+                setattr(header, "from", self.member_id)
+
+                async def chunks():
+                    yield peer_pb2.SnapshotChunk(header=header, message=encode_message(m))
+                    while True:
+                        data = await asyncio.to_thread(f.read, SNAPSHOT_CHUNK_BYTES)
+                        last = len(data) < SNAPSHOT_CHUNK_BYTES
+                        yield peer_pb2.SnapshotChunk(data=data, last=last)
+                        if last:
+                            return
+
+                log.info("sending snapshot", extra={"fields": {
+                    "to": f"{peer:x}", "index": md.index, "term": md.term, "bytes": size}})
+                stub = peer_pb2_grpc.RaftPeerStub(self._channel(peer))
+                await stub.Snapshot(chunks())
+            ok = True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("snapshot send failed", extra={"fields": {
+                "to": f"{peer:x}", "index": md.index, "error": repr(exc)}})
+        finally:
+            if self._metrics is not None:
+                self._metrics.count_snapshot(peer, sent=True, ok=ok)
+            self._driver.report_snapshot(peer, not ok)
+        if ok:
+            log.info("sent snapshot", extra={"fields": {
+                "to": f"{peer:x}", "index": md.index, "bytes": size,
+                "seconds": round(time.monotonic() - t0, 3)}})
+
+    def _channel(self, peer_id: int) -> grpc.aio.Channel:
+        channel = self._call_channels.get(peer_id)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(peer_target(self._peer_urls[peer_id]),
+                                                options=CHANNEL_OPTIONS)
+            self._call_channels[peer_id] = channel
+        return channel
+
     # -- lease calls (a follower's keepalives and TTL queries, forwarded to the leader) -----------
 
     def serve_leases(self, primary: LeasePrimary) -> None:
@@ -270,11 +347,7 @@ class PeerTransport:
         url = self._peer_urls.get(leader_id)
         if url is None:
             raise LookupError(f"member {leader_id:x} is not a peer")
-        channel = self._call_channels.get(leader_id)
-        if channel is None:
-            channel = grpc.aio.insecure_channel(peer_target(url), options=CHANNEL_OPTIONS)
-            self._call_channels[leader_id] = channel
-        stub = peer_pb2_grpc.RaftPeerStub(channel)
+        stub = peer_pb2_grpc.RaftPeerStub(self._channel(leader_id))
         header = peer_pb2.PeerHeader(cluster_id=self.cluster_id, to=leader_id)
         setattr(header, "from", self.member_id)
         call = stub.LeaseRenew if renew else stub.LeaseTimeToLive
@@ -287,6 +360,14 @@ class PeerTransport:
         return (res.ttl, res.granted_ttl) if res.found else None
 
     async def stop(self) -> None:
+        for task in self._snapshot_sends.values():
+            task.cancel()
+        for task in self._snapshot_sends.values():
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._snapshot_sends = {}
         for channel in self._call_channels.values():
             await channel.close()
         self._call_channels = {}

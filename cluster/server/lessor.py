@@ -73,6 +73,11 @@ class Lessor:
             ttl = r.remaining_ttl if r.remaining_ttl > 0 else r.ttl
             self._leases[r.id] = Lease(r.id, r.ttl, now + ttl)
 
+    def reset(self, records) -> None:
+        """Forget every lease and load `records` (the store was replaced by a leader's image)."""
+        self._leases.clear()
+        self.recover(records)
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._expiry_loop(), name="lessor-expiry")
 

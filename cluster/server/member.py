@@ -23,7 +23,7 @@ import grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, ProcessCollector
 
-from cluster.mvcc.store import DATA_FILE, MVCCStore
+from cluster.mvcc.store import MVCCStore
 from cluster.replication.factory import build_replicated_log
 from monitoring.grpc_metrics import GrpcServerMetrics
 from monitoring.http import MetricsHTTPServer
@@ -47,6 +47,7 @@ from .metrics import MemberMetrics
 from .proposer import Proposer, ResponseHeaders
 from .quota import BackendQuota, quota_bytes_from_flag
 from .request_wait import RequestIdGenerator, RequestWait
+from .store_image import MemberStoreImage
 from .watch_hub import WatchHub
 from .watch_service import WatchService
 
@@ -272,24 +273,14 @@ class Member:
         single-member LocalLog (no Raft; its own directory, so the two never share files)."""
         if not self.cfg.local_log:
             return build_replicated_log(self.cfg, self.membership, self._member_dir, self.registry,
-                                        observe_fsync=self.metrics.wal_fsync.observe, on_fatal=self._fatal)
+                                        observe_fsync=self.metrics.wal_fsync.observe, on_fatal=self._fatal,
+                                        image=MemberStoreImage(self, os.path.join(self._member_dir, "snap")))
         if len(self.membership.members) != 1:
             raise ValueError("--experimental-local-log runs a single member: --initial-cluster lists "
                              f"{len(self.membership.members)}")
         return LocalLog(os.path.join(self._member_dir, "local-log"), self.member_id,
                         observe_fsync=self.metrics.wal_fsync.observe, on_fatal=self._fatal,
-                        make_applied_durable=self._sync_store_file)
-
-    def _sync_store_file(self) -> None:
-        """WAL thread: fsync the store's data file, so that everything it has committed (the
-        store commits without fsync) survives a power loss; the log may then drop the entries.
-        (The mvcc contract has no sync call yet; this relies on its documented file name.)"""
-        path = os.path.join(self.store.path, DATA_FILE)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+                        make_applied_durable=self.store.sync)
 
     def _fatal(self, exc: BaseException) -> None:
         log.critical("member stopping after fatal error", extra={"fields": {"error": repr(exc)}})

@@ -68,3 +68,28 @@ class ReplicatedLog(Protocol):
     @property
     def leader_id(self) -> int:
         """The current leader's member id, 0 when there is none."""
+
+
+class StoreImage(Protocol):
+    """The state machine as Raft snapshots see it (log compaction and leader snapshots): the
+    member's MVCC store is its own snapshot, so a Raft snapshot file holds only metadata and the
+    store's data travels as a consistent copy of its database.
+
+    Contract with the log: entries at or below a Raft snapshot's index may be dropped only after
+    `sync()` returned having covered them (the store commits without fsync)."""
+
+    scratch_dir: str
+    """A directory on the store's file system for temporary and received images."""
+
+    def sync(self) -> None:
+        """Make every batch applied so far durable (blocking; any thread)."""
+
+    def write_image(self, dest) -> int:
+        """Write a consistent copy of the store's database to the file object `dest`; returns
+        the bytes written. Its applied index is at least the log's applied index at the call
+        (blocking; any thread)."""
+
+    async def install_image(self, path: str) -> int:
+        """Replace the store's whole state by the database file at `path` (a leader's image,
+        already fsynced; consumed), and reset whatever the member derives from the store
+        (leases, watchers). Called with no apply batch in flight. Returns the new applied index."""

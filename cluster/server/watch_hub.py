@@ -238,6 +238,15 @@ class WatchHub:
         if revision > self.notified_rev:
             self.notified_rev = revision
 
+    def resync_all(self) -> None:
+        """The store was replaced wholesale (a leader's snapshot installed): every synced watcher
+        catches up again from the new store's history from its next revision (or is cancelled
+        as compacted), since the changes in between were never notified."""
+        self.notified_rev = self.store.current_revision
+        synced = [w for index in (self._by_key, self._ranges) for ws in index.values() for w in ws]
+        for w in synced:
+            self._unsync(w)
+
     def progress(self, w: Watcher) -> None:
         """A progress notification for `w` if it is synced (etcd's RequestProgress)."""
         if w.synced:
