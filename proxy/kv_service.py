@@ -3,8 +3,13 @@
 Request routing:
 - Range, serializable: the cache (proxy/cache). The cache key is the request's bytes as the client
   sent them plus the caller's token, so the hit path parses nothing: raw bytes in, a dict lookup,
-  the cached serialized response out (the handler is registered with identity (de)serializers).
+  the cached serialized response out (the handler is registered with identity (de)serializers),
+  with the header revision W up to which the keyspace watch has applied every write.
   A miss is parsed, coalesced with identical concurrent misses (SingleFlight) and filled upstream.
+  Header revisions never go backwards: no answer is older than the cache's floor (the highest
+  revision served or known committed) when the request arrived. A hit needs W >= floor; otherwise
+  it waits up to WATCH_WAIT_S for the watch, then reads upstream. A fresh answer older than that
+  floor (a lagging member, or a shared fill that began earlier) is replaced by a linearizable read.
 - Range, linearizable: never cached; identical reads share the next upstream call
   (LinearizableReadCoalescer).
 - Put, DeleteRange, Txn: forwarded; once the cluster acknowledged the write, the ranges it touched
@@ -46,6 +51,11 @@ SERVICE = "etcdserverpb.KV"
 # several clients (singleflight, linearizable batch) cannot take any one client's deadline; it
 # gets this bound instead (each client still gives up at its own deadline).
 SHARED_CALL_TIMEOUT_S = 10.0
+
+# A hit whose entry is valid but whose watch revision W is behind the floor (a newer answer was
+# served, or a write acknowledged, before the watch reported it) waits this long for the watch
+# before reading upstream (see the range-cache invariant 5).
+WATCH_WAIT_S = 0.05
 
 _RangeRequest = rpc_pb2.RangeRequest
 _RangeResponse = rpc_pb2.RangeResponse
@@ -111,6 +121,7 @@ class KVProxy:
         self.singleflight = SingleFlight()
         self.linearizable = LinearizableReadCoalescer(linearizable_read_interval)
         self.cache = CoherentRangeCache(cache_max_entries, cache_max_bytes, detach=self.singleflight.forget)
+        self._watch_stalled_at = -1  # W when a wait for the watch last timed out: do not wait again at it
         # Raw-bytes upstream Range: a request that needs no namespace rewriting is forwarded as the
         # client sent it, and a linearizable answer goes back without being parsed.
         self._raw_range = upstream.channel.unary_unary(
@@ -143,10 +154,26 @@ class KVProxy:
         cache_key = (raw, token) if token else raw
         if self._admission.enabled:
             await self._admit(context, raw=raw)
-        cached = self.cache.get(cache_key)
-        if cached is not None:
+        cache = self.cache
+        cached = cache.get(cache_key)
+        if cached:
             self._metrics.cache_hits += 1
             return cached
+        # Never answer older than what was served before this request arrived (DESIGN.md).
+        at_least = cache.floor
+        if cached is not None:
+            # STALE: cached, but the keyspace watch has not yet reached a revision already served
+            # (a fresh answer or a write through this proxy was newer). Wait for the watch briefly;
+            # if it does not get there (e.g. writes outside the namespace advance the revision
+            # without events), read upstream instead, and stop waiting until the watch moves.
+            if cache.watch_rev != self._watch_stalled_at:
+                if await cache.wait_watch(at_least, WATCH_WAIT_S):
+                    cached = cache.get_as_of(cache_key, at_least)
+                    if cached:
+                        self._metrics.cache_hits += 1
+                        return cached
+                else:
+                    self._watch_stalled_at = cache.watch_rev
         req = await parse_request(_RangeRequest, raw, context)
         forward = forwarded(md)
         try:
@@ -154,7 +181,14 @@ class KVProxy:
                 return await self.linearizable.read(
                     cache_key, lambda: self._linearizable_range(req, raw, forward))
             self._metrics.cache_misses += 1
-            return await self.singleflight.do(cache_key, lambda: self._fill(cache_key, req, raw, forward))
+            data, revision = await self.singleflight.do(
+                cache_key, lambda: self._fill(cache_key, req, raw, forward))
+            if revision < at_least:
+                # The shared fill began before this request arrived and a newer answer was served
+                # meanwhile: read again, linearizably (at least as new as anything served).
+                data, revision = await self._fresh_range(req, forward)
+                cache.served(revision)
+            return data
         except grpc.aio.AioRpcError as e:
             await abort_with_upstream_error(context, e)
 
@@ -174,33 +208,42 @@ class KVProxy:
         self._ns.strip_range_response(resp)
         return resp
 
-    async def _upstream_range(self, req, raw: bytes, forward) -> tuple[bytes, int]:
-        """(serialized client-space answer, its header revision)."""
+    async def _upstream_range(self, req, raw: bytes, forward) -> tuple[bytes, _RangeResponse]:
+        """(serialized client-space answer, the same parsed)."""
         self._metrics.upstream_requests["Range"] += 1
         if not self._ns.active:
             data = await self._raw_range(raw, metadata=forward, wait_for_ready=True,
                                          timeout=SHARED_CALL_TIMEOUT_S)
-            return data, _RangeResponse.FromString(data).header.revision
+            return data, _RangeResponse.FromString(data)
         resp = await self._namespaced_range(req, forward)
-        return resp.SerializeToString(), resp.header.revision
+        return resp.SerializeToString(), resp
 
-    async def _fill(self, cache_key, req, raw: bytes, forward) -> bytes:
+    async def _fresh_range(self, req, forward) -> tuple[bytes, int]:
+        """A linearizable read of `req`: at least as new as anything committed before it."""
+        fresh = _RangeRequest()
+        fresh.CopyFrom(req)
+        fresh.serializable = False
+        data, resp = await self._upstream_range(fresh, fresh.SerializeToString(), forward)
+        return data, resp.header.revision
+
+    async def _fill(self, cache_key, req, raw: bytes, forward) -> tuple[bytes, int]:
+        """(answer, its header revision); the answer is inserted in the cache if allowed."""
         cache = self.cache
         fill = cache.begin_fill(cache_key, req.key, req.range_end, req.revision if req.revision > 0 else 0)
         try:
-            data, revision = await self._upstream_range(req, raw, forward)
+            data, resp = await self._upstream_range(req, raw, forward)
+            revision = resp.header.revision
             if revision < fill.floor:
                 # The member that answered lags behind what this proxy already served or saw
                 # committed (e.g. just after failover): serving it would move time backwards.
                 # A linearizable read is at least as new as anything committed before it.
-                fresh = _RangeRequest()
-                fresh.CopyFrom(req)
-                fresh.serializable = False
-                data, revision = await self._upstream_range(fresh, fresh.SerializeToString(), forward)
+                data, revision = await self._fresh_range(req, forward)
             else:
-                cache.insert(fill, data, revision)
+                cache.note_header(resp.header)
+                resp.ClearField("header")
+                cache.insert(fill, resp.SerializeToString(), revision)
             cache.served(revision)
-            return data
+            return data, revision
         finally:
             cache.end_fill(fill)
 

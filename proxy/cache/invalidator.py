@@ -4,7 +4,9 @@ Contract:
 - One watch stream over the whole keyspace this proxy serves (the namespace's prefix range, or
   every key), started at the current revision. Its `created` answer makes the cache coherent from
   that revision on (`mark_coherent`); every event invalidates its key at its mod revision,
-  whoever made the write.
+  whoever made the write. After each response's invalidations, the revision up to which every
+  write has been applied is reported (`watch_progress`): hits are answered with it as their header
+  revision.
 - The watch ending for any reason (stream error, cancel, compaction, upstream failover) flushes
   the cache first, then a new watch is established (with backoff). There is no attempt to resume
   from the last revision: a flush is always correct, and a resumed watch could miss a compaction.
@@ -114,14 +116,22 @@ class KeyspaceWatchInvalidator:
                 if resp.created:
                     if resp.canceled:
                         raise RuntimeError(f"watch refused: {resp.cancel_reason}")
+                    self._cache.note_header(resp.header)
                     self._cache.mark_coherent(resp.header.revision)
                     self.established.set()
                     log.info("keyspace watch established at revision %d", resp.header.revision)
                     continue
                 if resp.canceled or resp.compact_revision:
                     return
-                for ev in resp.events:
+                events = resp.events
+                for ev in events:
                     invalidate(strip(ev.kv.key), ev.kv.mod_revision)
-                self.events_seen += len(resp.events)
+                self.events_seen += len(events)
+                # Every write up to this response is now applied: the cache's W (see
+                # range_cache invariant 5). A response with events counts up to its last event's
+                # revision (a catch-up response's header may be ahead of the events it carries);
+                # one without (progress) up to its header revision.
+                self._cache.note_header(resp.header)
+                self._cache.watch_progress(events[-1].kv.mod_revision if events else resp.header.revision)
         finally:
             call.cancel()

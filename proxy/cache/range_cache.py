@@ -27,7 +27,15 @@ Invariants (what makes it coherent):
    visible to its next serializable read (read-your-writes through the same proxy).
 4. An invalidation also detaches the in-flight fills it touches from the singleflight (`detach`
    callback), so a read arriving after a write never joins a read that started before it.
-5. Revision-pinned reads (revision > 0) are immutable history: they are not indexed for
+5. Header revision of a hit (never backwards): `watch_rev` (W) is the revision up to which the
+   keyspace watch has reported every write (`watch_progress`). An entry still cached is the
+   current data for its range as of W, as long as W >= the revision it was read at. `floor` is
+   >= every revision this cache served (and every entry's revision), so a hit is served only when
+   W >= floor, with header revision W: never older than anything served before it. An entry is
+   stored as its response *without* its header; the hit prepends the encoded header for W (encoded
+   once per W, and memoized per entry), so a hit still parses and serializes nothing. When W <
+   floor, `get` answers STALE (b"") and the caller waits for the watch or reads upstream.
+6. Revision-pinned reads (revision > 0) are immutable history: they are not indexed for
    invalidation. They are dropped when a compaction through this proxy passes their revision
    (`evict_compacted`); see docs/proxy.md for compactions made directly on the cluster.
 
@@ -36,11 +44,34 @@ Bounded by entries and by bytes (LRU eviction, cachetools).
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import itertools
 from typing import Callable, Hashable
 
 import cachetools
 
+from protos.etcdserverpb import rpc_pb2
+
 ENTRY_OVERHEAD_BYTES = 160  # bookkeeping per entry (objects, index), counted against --cache-max-bytes
+HEADER_ALLOWANCE_BYTES = 32  # the header a hit prepends (counted once per entry)
+STALE = b""  # `get`: an entry exists, but the watch is behind what was served (see invariant 5)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def encode_header_field(cluster_id: int, member_id: int, revision: int, raft_term: int) -> bytes:
+    """Field 1 (header) of a RangeResponse, ready to prepend to a header-less serialized response."""
+    h = rpc_pb2.ResponseHeader(cluster_id=cluster_id, member_id=member_id, revision=revision,
+                               raft_term=raft_term).SerializeToString()
+    return b"\x0a" + _varint(len(h)) + h
 
 
 def in_range(k: bytes, start: bytes, end: bytes) -> bool:
@@ -60,15 +91,20 @@ def ranges_overlap(s1: bytes, e1: bytes, s2: bytes, e2: bytes) -> bool:
 
 
 class CacheEntry:
-    """One cached answer: the serialized RangeResponse and the range it depends on."""
+    """One cached answer: the serialized RangeResponse and the range it depends on.
 
-    __slots__ = ("response", "key", "range_end", "revision", "pinned", "size")
+    `out` is `hdr` (an encoded header field) + the response serialized without its header;
+    `hdr` is replaced by the cache's current header when they differ (invariant 5)."""
 
-    def __init__(self, response: bytes, key: bytes, range_end: bytes, revision: int, pinned: int, size: int):
-        self.response = response
+    __slots__ = ("out", "hdr", "key", "range_end", "revision", "pinned", "size")
+
+    def __init__(self, out: bytes, hdr: bytes, key: bytes, range_end: bytes, revision: int, pinned: int,
+                 size: int):
+        self.out = out
+        self.hdr = hdr
         self.key = key
         self.range_end = range_end
-        self.revision = revision  # header revision of the answer
+        self.revision = revision  # header revision of the upstream answer (the data is as of it)
         self.pinned = pinned      # the request's revision when > 0 (immutable history), else 0
         self.size = size
 
@@ -122,15 +158,43 @@ class CoherentRangeCache:
         self.epoch = 0
         self.floor = 0
         self.flushes = 0
+        self.watch_rev = 0                   # W of invariant 5
+        self._ids = (0, 0, 0)                # cluster_id, member_id, raft_term of the latest header seen
+        self._hdr = encode_header_field(0, 0, 0, 0)
+        self._waiters: list = []             # heap of (revision, seq, future): wait_watch
+        self._seq = itertools.count()
 
     # --- hot path ---------------------------------------------------------------------------
 
     def get(self, cache_key: Hashable) -> bytes | None:
-        """The cached serialized response for `cache_key`, or None."""
+        """The cached serialized response for `cache_key` with header revision W, None on a miss,
+        STALE (b"") if cached but W < floor (serving it could go backwards)."""
         try:
-            return self._lru[cache_key].response
+            e = self._lru[cache_key]
         except KeyError:
             return None
+        if self.watch_rev < self.floor:
+            return STALE
+        h = self._hdr
+        if e.hdr is not h:
+            e.out = h + e.out[len(e.hdr):]
+            e.hdr = h
+        return e.out
+
+    def get_as_of(self, cache_key: Hashable, at_least: int) -> bytes | None:
+        """Like `get`, for a caller that only needs a header revision >= `at_least` (the floor
+        when it arrived) and the entry's own revision."""
+        try:
+            e = self._lru[cache_key]
+        except KeyError:
+            return None
+        if self.watch_rev < at_least or self.watch_rev < e.revision:
+            return STALE
+        h = self._hdr
+        if e.hdr is not h:
+            e.out = h + e.out[len(e.hdr):]
+            e.hdr = h
+        return e.out
 
     def __len__(self) -> int:
         return len(self._lru)
@@ -154,13 +218,16 @@ class CoherentRangeCache:
         if revision > self.floor:
             self.floor = revision
 
-    def insert(self, fill: Fill, response: bytes, revision: int) -> bool:
-        """Insert a fill's answer if invariants 1-2 allow it. Returns whether it was inserted."""
+    def insert(self, fill: Fill, body: bytes, revision: int) -> bool:
+        """Insert a fill's answer (`body`: the RangeResponse serialized without its header, read at
+        header `revision`) if invariants 1-3 allow it. Returns whether it was inserted."""
         if not self.coherent or fill.epoch != self.epoch:
             return False
         if revision < fill.dirty_rev or revision < fill.floor:
             return False
-        size = len(response) + ENTRY_OVERHEAD_BYTES + _key_size(fill.cache_key)
+        if revision > self.floor:
+            self.floor = revision  # invariant 5: floor >= every entry's revision
+        size = len(body) + HEADER_ALLOWANCE_BYTES + ENTRY_OVERHEAD_BYTES + _key_size(fill.cache_key)
         if size > self.max_bytes:
             return False
         ck = fill.cache_key
@@ -169,7 +236,8 @@ class CoherentRangeCache:
             self._unindex(ck, old)
         while len(self._lru) >= self.max_entries:
             self._lru.popitem()
-        entry = CacheEntry(response, fill.key, fill.range_end, revision, fill.pinned, size)
+        h = self._hdr
+        entry = CacheEntry(h + body, h, fill.key, fill.range_end, revision, fill.pinned, size)
         self._lru[ck] = entry  # may evict (popitem -> _unindex) to fit max_bytes
         if entry.pinned:
             self._pinned[ck] = entry
@@ -226,6 +294,48 @@ class CoherentRangeCache:
                 fill.epoch = -1  # never inserted
                 self._detach(fill.cache_key)
 
+    # --- watch progress (invariant 5) --------------------------------------------------------
+
+    def note_header(self, header) -> None:
+        """Take cluster_id / member_id / raft_term for the headers of hits from an upstream header."""
+        ids = (header.cluster_id, header.member_id, header.raft_term)
+        if ids != self._ids and (ids[0] or ids[1]):
+            self._ids = ids
+            self._hdr = encode_header_field(ids[0], ids[1], self.watch_rev, ids[2])
+
+    def watch_progress(self, revision: int) -> None:
+        """The keyspace watch has reported (and this cache applied) every write up to `revision`."""
+        if revision <= self.watch_rev or not self.coherent:
+            return
+        self.watch_rev = revision
+        ids = self._ids
+        self._hdr = encode_header_field(ids[0], ids[1], revision, ids[2])
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= revision:
+            fut = heapq.heappop(waiters)[2]
+            if not fut.done():
+                fut.set_result(True)
+
+    async def wait_watch(self, revision: int, timeout: float) -> bool:
+        """Wait (at most `timeout` s) until W >= `revision`; whether it got there."""
+        if self.watch_rev >= revision:
+            return True
+        if not self.coherent:
+            return False
+        fut = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (revision, next(self._seq), fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            pass
+        return self.watch_rev >= revision
+
+    def _wake_all(self) -> None:
+        for _r, _s, fut in self._waiters:
+            if not fut.done():
+                fut.set_result(False)
+        self._waiters = []
+
     # --- coherence lifecycle ----------------------------------------------------------------
 
     def flush(self) -> None:
@@ -234,6 +344,8 @@ class CoherentRangeCache:
         self.epoch += 1
         self.flushes += 1
         self._clear()
+        self.watch_rev = 0
+        self._wake_all()
         for fill in self._fills:
             self._detach(fill.cache_key)
 
@@ -242,6 +354,8 @@ class CoherentRangeCache:
         self.served(watch_start_revision)
         self.epoch += 1
         self.coherent = True
+        self.watch_rev = 0
+        self.watch_progress(watch_start_revision)
 
     # --- internals --------------------------------------------------------------------------
 
