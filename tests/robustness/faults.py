@@ -1,0 +1,240 @@
+"""Process faults on a running cluster (etcd 3.4.23 or ours), and recovery measurement.
+
+A `Stack` knows how to (re)start one member with the same argv and data dir. `inject` kills the
+targets (follower / leader / quorum / all) with a signal, holds the fault while traffic keeps
+running, restarts them, and measures recovery: the time from the restart until some member reports
+a leader and a write succeeds.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass, field
+
+import grpc
+
+from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from cluster.launch import KVCLUSTER, KVPROXY, ClusterSpec, Member, ProcessGroup, ProxySpec, port_open, wait_until
+from tests.support.etcd_ref import ETCD_BIN
+
+RECOVERY_LIMIT = 5.0
+
+
+@dataclass
+class Stack:
+    """A running cluster under test: `kind` is "etcd" (3.4.23) or "kv" (ours); with `proxy`, the
+    clients go through that kvproxy (process name "kvproxy") instead of to the members."""
+
+    procs: ProcessGroup
+    spec: ClusterSpec
+    kind: str
+    proxy: ProxySpec | None = None
+    network: object = None  # a netns.NetnsNetwork when members run in namespaces
+
+    def start_proxy(self) -> None:
+        self.procs.start("kvproxy", [*KVPROXY, *self.proxy.argv()])
+
+    def pname(self, m: Member) -> str:
+        return f"{'etcd' if self.kind == 'etcd' else 'kv'}-{m.name}"
+
+    def start(self, m: Member) -> None:
+        """Start (or restart: same argv, same data dir) one member, in its netns if it has one."""
+        wrap = ["ip", "netns", "exec", m.netns] if getattr(m, "netns", "") else []
+        if self.kind == "etcd":
+            self.procs.start(self.pname(m), [*wrap, ETCD_BIN, *self.spec.argv(m)], env={"ETCD_UNSUPPORTED_ARCH": ""})
+        else:
+            self.procs.start(self.pname(m), [*wrap, *KVCLUSTER, *self.spec.argv(m)])
+
+    def serving(self, m: Member) -> bool:
+        host, port = m.endpoint.rsplit(":", 1)
+        return port_open(int(port), host)
+
+    @property
+    def endpoints(self) -> list[str]:
+        if self.proxy is not None:
+            return [self.proxy.listen_addr]
+        return [m.endpoint for m in self.spec.members]
+
+    def status(self, m: Member, timeout: float = 0.5):
+        with grpc.insecure_channel(m.endpoint) as ch:
+            try:
+                return rpc_pb2_grpc.MaintenanceStub(ch).Status(rpc_pb2.StatusRequest(), timeout=timeout)
+            except grpc.RpcError:
+                return None
+
+    def leader(self) -> Member | None:
+        """The member that a live member names as leader (Maintenance.Status leader field)."""
+        by_id = {}
+        lead = 0
+        for m in self.spec.members:
+            st = self.status(m)
+            if st is not None:
+                by_id[st.header.member_id] = m
+                lead = lead or st.leader
+        return by_id.get(lead)
+
+    def try_put(self, key: bytes, timeout: float = 0.5) -> int | None:
+        """Put through the clients' endpoints (the proxy, if any); the revision, or None."""
+        for ep in self.endpoints:
+            with grpc.insecure_channel(ep) as ch:
+                try:
+                    resp = rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=key, value=b"probe"), timeout=timeout)
+                    return resp.header.revision
+                except grpc.RpcError:
+                    continue
+        return None
+
+
+@dataclass
+class FaultCase:
+    """What to kill (follower / leader / quorum / all), with which signal, for how long."""
+
+    target: str
+    sig: int
+    hold: float = 1.0
+    blackhole: bool = False  # instead of a signal: the member's network link down for `hold` s
+
+    @property
+    def name(self) -> str:
+        if self.blackhole:
+            return f"blackhole {self.target}"
+        return f"{signal.Signals(self.sig).name} {self.target}"
+
+    @property
+    def pause(self) -> bool:
+        if self.blackhole:
+            return False
+        """SIGSTOP: freeze the process for `hold` s, then SIGCONT (no restart). A frozen leader
+        is cut off as by a partition, and wakes up still believing it leads."""
+        return self.sig == signal.SIGSTOP
+
+
+FAULT_CASES = [
+    FaultCase("follower", signal.SIGKILL), FaultCase("follower", signal.SIGTERM),
+    FaultCase("leader", signal.SIGKILL), FaultCase("leader", signal.SIGTERM),
+    FaultCase("quorum", signal.SIGKILL), FaultCase("all", signal.SIGKILL),
+]
+# Process pauses (SIGSTOP for 2.5 s > the election timeout, then SIGCONT).
+PAUSE_CASES = [FaultCase("leader", signal.SIGSTOP, hold=2.5), FaultCase("follower", signal.SIGSTOP, hold=2.5)]
+# Network blackhole of one member (netns; link down for 3 s > the election timeout, then up).
+BLACKHOLE_CASES = [FaultCase("follower", 0, hold=3.0, blackhole=True),
+                   FaultCase("leader", 0, hold=3.0, blackhole=True)]
+# Only for a Stack with a proxy.
+PROXY_CASES = [FaultCase("proxy", signal.SIGKILL), FaultCase("proxy", signal.SIGTERM),
+               FaultCase("leader", signal.SIGKILL)]
+
+
+@dataclass
+class FaultResult:
+    case: FaultCase
+    victims: list[str] = field(default_factory=list)
+    recovery: float | None = None   # seconds from restart to leader + successful write
+    problems: list[str] = field(default_factory=list)
+
+
+def pick_victims(stack: Stack, target: str) -> list[Member]:
+    members = list(stack.spec.members)
+    wait_until(lambda: stack.leader() is not None, 15, "a leader before the fault")
+    lead = stack.leader()
+    followers = [m for m in members if m is not lead]
+    if target == "follower":
+        return followers[:1]
+    if target == "leader":
+        return [lead]
+    if target == "quorum":
+        return [lead] + followers[: len(members) // 2]
+    return members
+
+
+def inject(stack: Stack, case: FaultCase, hold_event, history) -> FaultResult:
+    """Kill, hold (`hold_event.wait(case.hold)`: traffic keeps running), restart, measure recovery."""
+    res = FaultResult(case)
+    if case.target == "proxy":
+        return _inject_proxy(stack, case, hold_event, history, res)
+    victims = pick_victims(stack, case.target)
+    res.victims = [m.name for m in victims]
+    history.note(f"fault {case.name}: {res.victims}")
+    if case.pause:
+        return _inject_pause(stack, case, hold_event, history, res, victims)
+    if case.blackhole:
+        for m in victims:
+            stack.network.set_link(m, False)
+        try:
+            hold_event.wait(case.hold)
+        finally:
+            for m in victims:
+                stack.network.set_link(m, True)
+        history.note(f"link up {res.victims}")
+        _recover(stack, res, time.monotonic())
+        return res
+    for m in victims:
+        stack.procs.kill(stack.pname(m), case.sig, wait=15.0)
+    hold_event.wait(case.hold)
+    t0 = time.monotonic()
+    history.note(f"restart {res.victims}")
+    for m in victims:
+        stack.start(m)
+
+    def recovered():
+        return stack.leader() is not None and stack.try_put(b"/robustness/probe") is not None
+
+    try:
+        wait_until(recovered, 30.0, "leader and a successful write after restart", interval=0.05)
+        res.recovery = time.monotonic() - t0
+        if res.recovery > RECOVERY_LIMIT:
+            res.problems.append(f"recovery took {res.recovery:.2f}s > {RECOVERY_LIMIT}s")
+    except TimeoutError as e:
+        res.problems.append(str(e))
+    for m in victims:
+        try:
+            wait_until(lambda m=m: stack.serving(m), 30.0, f"{m.name} serving again")
+        except TimeoutError as e:
+            res.problems.append(str(e))
+    history.note(f"recovered in {res.recovery}")
+    return res
+
+
+def _recover(stack: Stack, res: FaultResult, t0: float) -> None:
+    def recovered():
+        return stack.leader() is not None and stack.try_put(b"/robustness/probe") is not None
+    try:
+        wait_until(recovered, 30.0, "leader and a successful write after the fault", interval=0.05)
+        res.recovery = time.monotonic() - t0
+        if res.recovery > RECOVERY_LIMIT:
+            res.problems.append(f"recovery took {res.recovery:.2f}s > {RECOVERY_LIMIT}s")
+    except TimeoutError as e:
+        res.problems.append(str(e))
+
+
+def _inject_pause(stack: Stack, case: FaultCase, hold_event, history, res: FaultResult, victims) -> FaultResult:
+    import os
+    pids = [stack.procs.procs[stack.pname(m)].pid for m in victims]
+    for pid in pids:
+        os.killpg(pid, signal.SIGSTOP)
+    try:
+        hold_event.wait(case.hold)
+    finally:
+        for pid in pids:
+            os.killpg(pid, signal.SIGCONT)
+    history.note(f"SIGCONT {res.victims}")
+    _recover(stack, res, time.monotonic())
+    return res
+
+
+def _inject_proxy(stack: Stack, case: FaultCase, hold_event, history, res: FaultResult) -> FaultResult:
+    res.victims = ["kvproxy"]
+    history.note(f"fault {case.name}")
+    stack.procs.kill("kvproxy", case.sig, wait=15.0)
+    hold_event.wait(case.hold)
+    t0 = time.monotonic()
+    stack.start_proxy()
+    try:
+        wait_until(lambda: stack.try_put(b"/robustness/probe") is not None, 30.0,
+                   "a successful write through the restarted proxy")
+        res.recovery = time.monotonic() - t0
+        if res.recovery > RECOVERY_LIMIT:
+            res.problems.append(f"recovery took {res.recovery:.2f}s > {RECOVERY_LIMIT}s")
+    except TimeoutError as e:
+        res.problems.append(str(e))
+    return res
