@@ -12,7 +12,8 @@ import pytest
 
 from cluster.launch import wait_until
 
-from protos.etcdserverpb import rpc_pb2
+from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from tests.support.kvstack import start_kvproxy
 
 from .conftest import kv_stub, metric, put
 
@@ -146,3 +147,26 @@ def test_clients_that_never_read_do_not_hurt_others(proxy1, etcd1):
           f"after {after[25]*1e3:.2f}/{p99(after)*1e3:.2f}")
     assert p99(during) < 0.1
     assert during[100] < before[100] * 5 + 0.005
+
+
+def test_message_size_limits_are_enforced_both_ways(procs, etcd1):
+    """--max-recv-bytes bounds what clients may send through the proxy, --max-send-bytes /
+    --max-recv-bytes bound what crosses to and from the cluster; the proxy keeps serving."""
+    limited = start_kvproxy(procs, etcd1, name="kvproxy-limited",
+                            extra_flags=["--max-recv-bytes", "4096", "--max-send-bytes", "4096"])
+    big = b"v" * 16384
+    with grpc.insecure_channel(limited.listen_addr) as ch, \
+            grpc.insecure_channel(etcd1.members[0].endpoint) as direct:
+        through, upstream = rpc_pb2_grpc.KVStub(ch), rpc_pb2_grpc.KVStub(direct)
+        with pytest.raises(grpc.RpcError) as err:
+            through.Put(rpc_pb2.PutRequest(key=b"limits/big", value=big), timeout=10)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        upstream.Put(rpc_pb2.PutRequest(key=b"limits/big", value=big), timeout=10)
+        with pytest.raises(grpc.RpcError) as err:
+            through.Range(rpc_pb2.RangeRequest(key=b"limits/big"), timeout=10)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        through.Put(rpc_pb2.PutRequest(key=b"limits/small", value=b"ok"), timeout=10)
+        got = through.Range(rpc_pb2.RangeRequest(key=b"limits/small"), timeout=10)
+        assert [kv.value for kv in got.kvs] == [b"ok"]
