@@ -166,13 +166,6 @@ def test_prometheus_scrapes_both_tiers_and_evaluates_the_rules(stack, prometheus
     wait_until(lambda: any(v > 0 for _, v in _values(prometheus, concrete(hit_ratio))), 15,
                "the dashboard's cache hit ratio > 0", interval=0.5)
 
-    # Concurrent linearizable reads on the member share ReadIndex rounds: the dashboard's batching
-    # factor (reads per round) goes above 1.
-    asyncio.run(_concurrent_linearizable_reads(stack.cluster.members[0].client_port, 64, rounds=5))
-    factor = next(e for t, e in dashboard_exprs(load_dashboard()) if t == "ReadIndex batching factor")
-    wait_until(lambda: any(v > 1 for _, v in _values(prometheus, concrete(factor))), 20,
-               "the dashboard's ReadIndex batching factor > 1", interval=0.5)
-
     # Every alert rule is loaded and evaluates without error on real data (no alert fires).
     def rules_evaluated() -> bool:
         groups = json.loads(_get(prometheus.url + "/api/v1/rules"))["data"]["groups"]
@@ -201,7 +194,7 @@ async def _concurrent_linearizable_reads(port: int, concurrency: int, rounds: in
                                    for _ in range(concurrency)))
 
 
-def test_prometheus_on_three_members_sees_the_leader_and_a_member_down(tmp_path):
+def test_prometheus_on_three_members_sees_the_leader_read_batching_and_a_member_down(tmp_path):
     procs = ProcessGroup(str(tmp_path / "logs"))
     prom = None
     try:
@@ -216,10 +209,18 @@ def test_prometheus_on_three_members_sees_the_leader_and_a_member_down(tmp_path)
             has = _values(prom, 'etcd_server_has_leader{job="kvcluster"} == 1')
             return len(has) == 3 and [v for _, v in _values(prom, 'sum(etcd_server_is_leader{job="kvcluster"})')] == [1.0]
         wait_until(leader_everywhere, 30, "3 members with a leader, one leader", interval=0.25)
-
-        # Kill a follower: Prometheus sees it down; the other two keep their leader.
         leader_port = {int(l["instance"].rsplit(":", 1)[1]) for l, _ in
                        _values(prom, 'etcd_server_is_leader{job="kvcluster"} == 1')}
+
+        # Concurrent linearizable reads on the leader share ReadIndex rounds (each round waits for
+        # a heartbeat quorum): the dashboard's batching factor (reads per round) goes above 1.
+        leader = next(m for m in cluster.members if m.metrics_port in leader_port)
+        asyncio.run(_concurrent_linearizable_reads(leader.client_port, 64, rounds=5))
+        factor = next(e for t, e in dashboard_exprs(load_dashboard()) if t == "ReadIndex batching factor")
+        wait_until(lambda: any(v > 1 for _, v in _values(prom, concrete(factor))), 20,
+                   "the dashboard's ReadIndex batching factor > 1", interval=0.5)
+
+        # Kill a follower: Prometheus sees it down; the other two keep their leader.
         victim = next(m for m in cluster.members if m.metrics_port not in leader_port)
         procs.kill(f"kv-{victim.name}")
         victim_target = f"{LOOPBACK}:{victim.metrics_port}"
