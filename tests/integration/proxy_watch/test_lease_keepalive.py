@@ -8,6 +8,8 @@ expires within TTL (plus etcd's expiry check granularity), measured on etcd itse
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 import grpc
@@ -52,19 +54,35 @@ def test_keepalive_through_proxy_never_outlives_ttl(etcd1, proxy1):
     assert TTL - 1 <= life <= TTL + EXPIRY_SLACK_S, f"lease lived {life:.2f}s after the last keepalive"
 
 
-def test_concurrent_keepalives_are_merged_and_truthful(etcd1, proxy1):
+def test_concurrent_keepalives_are_merged_and_truthful(etcd1, proxy1, procs):
+    """Keepalives that arrive while one is upstream share the next upstream keepalive. To make
+    "arrive while one is upstream" certain, etcd is paused (SIGSTOP) until all have arrived."""
     clients = 40
+    etcd_pid = procs.procs["etcd-m1"].pid
+
+    async def client_keepalives_seen() -> float:
+        return await asyncio.to_thread(metric_value, proxy1.metrics_url, "kvproxy_lease_keepalives_client_total")
 
     async def run():
         async with grpc.aio.insecure_channel(proxy1.listen_addr) as pch:
             stub = rpc_pb2_grpc.LeaseStub(pch)
             grant = await stub.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=30))
-            before_client = metric_value(proxy1.metrics_url, "kvproxy_lease_keepalives_client_total")
+            before_client = await client_keepalives_seen()
             before_upstream = metric_value(proxy1.metrics_url, "kvproxy_lease_keepalives_upstream_total")
-            for _ in range(3):
-                answers = await asyncio.gather(*(keepalive_once(stub, grant.ID) for _ in range(clients)))
+            for round_no in range(3):
+                os.kill(etcd_pid, signal.SIGSTOP)
+                try:
+                    pending = [asyncio.create_task(keepalive_once(stub, grant.ID)) for _ in range(clients)]
+                    target = before_client + (round_no + 1) * clients
+                    deadline = time.monotonic() + 10
+                    while await client_keepalives_seen() < target:
+                        assert time.monotonic() < deadline, "client keepalives did not all reach the proxy"
+                        await asyncio.sleep(0.02)
+                finally:
+                    os.kill(etcd_pid, signal.SIGCONT)
+                answers = await asyncio.gather(*pending)
                 assert all(a.ID == grant.ID and 0 < a.TTL <= 30 for a in answers)
-            sent_client = metric_value(proxy1.metrics_url, "kvproxy_lease_keepalives_client_total") - before_client
+            sent_client = await client_keepalives_seen() - before_client
             sent_upstream = metric_value(proxy1.metrics_url, "kvproxy_lease_keepalives_upstream_total") - before_upstream
             await stub.LeaseRevoke(rpc_pb2.LeaseRevokeRequest(ID=grant.ID))
             gone = await keepalive_once(stub, grant.ID)
