@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -19,6 +20,7 @@ import time
 import uvloop
 
 from cluster.server.compactor import parse_duration
+from cluster.tls import TLSInfo, check_urls, is_tls_url, self_signed
 from cluster.server.member import Member, MemberConfig, host_port
 
 
@@ -53,6 +55,15 @@ def _urls(value: str) -> list[str]:
     return [u.strip() for u in value.split(",") if u.strip()]
 
 
+def _bool(value: str) -> bool:
+    """Go's flag syntax for booleans: --flag, --flag=true, --flag=false."""
+    if value.lower() in ("1", "t", "true"):
+        return True
+    if value.lower() in ("0", "f", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value {value!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kvcluster", description="A kvstack member (etcd v3 API).")
     a = p.add_argument
@@ -74,6 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     a("--snapshot-count", type=int, default=100000)
     a("--auto-compaction-mode", choices=["periodic", "revision"], default="periodic")
     a("--auto-compaction-retention", default="0")
+    a("--cert-file", default="", help="client server TLS cert file")
+    a("--key-file", default="", help="client server TLS key file")
+    a("--trusted-ca-file", default="", help="client server TLS trusted CA cert file")
+    a("--client-cert-auth", type=_bool, nargs="?", const=True, default=False,
+      help="require and verify client certificates (signed by --trusted-ca-file)")
+    a("--auto-tls", type=_bool, nargs="?", const=True, default=False,
+      help="client TLS using a generated self-signed certificate")
+    a("--peer-cert-file", default="", help="peer server TLS cert file")
+    a("--peer-key-file", default="", help="peer server TLS key file")
+    a("--peer-trusted-ca-file", default="", help="peer server TLS trusted CA file")
+    a("--peer-client-cert-auth", type=_bool, nargs="?", const=True, default=False,
+      help="require and verify peer client certificates (signed by --peer-trusted-ca-file)")
     a("--log-level", choices=["debug", "info", "warn", "error", "panic", "fatal"], default="warn")
     a("--logger", default="zap", help="accepted for etcd compatibility; logs are always JSON lines")
     a("--experimental-watch-progress-notify-interval", default="10m",
@@ -84,12 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> MemberConfig:
-    """The member configuration; raises ValueError for URLs we cannot serve."""
+    """The member configuration; raises ValueError for URLs we cannot serve (with etcd's message
+    when it has one: an https:// URL without certificate and key, for instance)."""
     for url in (*args.listen_client_urls, *args.listen_metrics_urls):
         host_port(url)
+    data_dir = args.data_dir or f"{args.name}.etcd"
+    client_tls = TLSInfo(args.cert_file, args.key_file, args.trusted_ca_file, args.client_cert_auth)
+    if args.auto_tls and any(is_tls_url(u) for u in args.listen_client_urls):
+        client_tls = self_signed(client_tls, os.path.join(data_dir, "fixtures", "client"),
+                                 [*args.listen_client_urls, *args.advertise_client_urls])
+    peer_tls = TLSInfo(args.peer_cert_file, args.peer_key_file, args.peer_trusted_ca_file,
+                       args.peer_client_cert_auth)
+    check_urls(client_tls, peer_tls, client_urls=args.listen_client_urls,
+               metrics_urls=args.listen_metrics_urls,
+               peer_urls=[*args.listen_peer_urls, *args.initial_advertise_peer_urls])
     return MemberConfig(
         name=args.name,
-        data_dir=args.data_dir or f"{args.name}.etcd",
+        data_dir=data_dir,
+        client_tls=client_tls,
+        peer_tls=peer_tls,
         listen_client_urls=args.listen_client_urls,
         advertise_client_urls=args.advertise_client_urls,
         listen_metrics_urls=args.listen_metrics_urls,

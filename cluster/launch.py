@@ -107,14 +107,16 @@ class Member:
     peer_port: int
     metrics_port: int
     data_dir: str
+    client_scheme: str = "http"  # "https": TLS client URLs (give the cert flags in extra_flags)
+    peer_scheme: str = "http"  # "https": TLS peer URLs
 
     @property
     def client_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.client_port}"
+        return f"{self.client_scheme}://{LOOPBACK}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.peer_port}"
+        return f"{self.peer_scheme}://{LOOPBACK}:{self.peer_port}"
 
     @property
     def metrics_url(self) -> str:
@@ -134,9 +136,11 @@ class ClusterSpec:
     extra_flags: list[str] = field(default_factory=list)
 
     @classmethod
-    def allocate(cls, base_dir: str, size: int, extra_flags: list[str] | None = None) -> "ClusterSpec":
+    def allocate(cls, base_dir: str, size: int, extra_flags: list[str] | None = None, *,
+                 client_scheme: str = "http", peer_scheme: str = "http") -> "ClusterSpec":
         members = [
-            Member(f"m{i}", free_port(), free_port(), free_port(), os.path.join(base_dir, f"m{i}.data"))
+            Member(f"m{i}", free_port(), free_port(), free_port(), os.path.join(base_dir, f"m{i}.data"),
+                   client_scheme, peer_scheme)
             for i in range(1, size + 1)
         ]
         return cls(members, extra_flags=list(extra_flags or []))

@@ -81,7 +81,7 @@ class MetricsHTTPServer:
     `routes`: path -> async callable returning (status, content_type, body), for GET.
     `before_scrape`: async callable awaited before each /metrics exposition is built (the proxy's
     parent refreshes its workers' snapshots there: see monitoring.multiprocess).
-    `start(urls)` binds every URL (http://host:port) and returns once they all accept; `stop()`
+    `start(urls, tls)` binds every URL (http://host:port, or https:// with `tls`) and returns once they all accept; `stop()`
     closes the listeners and the open connections.
     """
 
@@ -101,12 +101,18 @@ class MetricsHTTPServer:
         """The bound ports, in the order of `start`'s urls (useful with port 0)."""
         return [s.sockets[0].getsockname()[1] for s in self._servers]
 
-    async def start(self, urls: list[str]) -> None:
+    async def start(self, urls: list[str], tls=None) -> None:
+        """`tls`: a `cluster.tls.TLSInfo` for the https:// URLs among `urls` (etcd serves https
+        metrics URLs with the client TLS files, client certificate auth included)."""
         for url in urls:
             parts = urlsplit(url)
-            if parts.scheme != "http" or parts.port is None:
-                raise ValueError(f"metrics URL must be http://host:port, got {url!r}")
-            self._servers.append(await asyncio.start_server(self._serve, parts.hostname, parts.port))
+            if parts.scheme not in ("http", "https") or parts.port is None:
+                raise ValueError(f"metrics URL must be http(s)://host:port, got {url!r}")
+            if parts.scheme == "https" and tls is None:
+                raise ValueError(f"cannot listen on TLS for {parts.netloc}: KeyFile and CertFile are not presented")
+            ssl_context = tls.ssl_context() if parts.scheme == "https" else None
+            self._servers.append(await asyncio.start_server(self._serve, parts.hostname, parts.port,
+                                                            ssl=ssl_context))
 
     async def stop(self) -> None:
         for server in self._servers:

@@ -74,7 +74,7 @@ def build_replicated_log(cfg, membership: Membership, member_dir: str, registry:
     metrics = ReplicationMetrics(registry)
     transport = PeerTransport(
         local.id, membership.cluster_id, {m.id: m.peer_urls[0] for m in membership.members},
-        cfg.listen_peer_urls, metrics=metrics)
+        cfg.listen_peer_urls, metrics=metrics, tls=getattr(cfg, "peer_tls", None))
     return RaftDriver(
         local.id, [m.id for m in membership.members],
         MemberWAL(os.path.join(member_dir, "wal"), local.id, membership.cluster_id,

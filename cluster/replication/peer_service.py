@@ -30,16 +30,18 @@ from cluster.raft import CodecError, Message, MessageType
 from cluster.raft.codec import decode_message
 from protos.kvpb import peer_pb2, peer_pb2_grpc
 
+from cluster.tls import TLSInfo, is_tls_url
+
 from .errors import BootstrapError
 
 log = logging.getLogger(__name__)
 
 
 def peer_target(url: str) -> str:
-    """`http://host:port` -> gRPC target `host:port` (IPv6 hosts bracketed)."""
+    """`http(s)://host:port` -> gRPC target `host:port` (IPv6 hosts bracketed)."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "") or not parts.hostname or parts.port is None:
-        raise ValueError(f"unsupported peer URL {url!r} (only http://host:port)")
+    if parts.scheme not in ("http", "https", "") or not parts.hostname or parts.port is None:
+        raise ValueError(f"unsupported peer URL {url!r} (only http://host:port or https://host:port)")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return f"{host}:{parts.port}"
 
@@ -204,8 +206,10 @@ class RaftPeerService(peer_pb2_grpc.RaftPeerServicer):
 
 
 async def start_peer_server(listen_urls: list[str], service: RaftPeerService,
-                            max_message_bytes: int) -> grpc.aio.Server:
-    """A gRPC server for `service` on every URL of --listen-peer-urls, started."""
+                            max_message_bytes: int, tls: TLSInfo | None = None) -> grpc.aio.Server:
+    """A gRPC server for `service` on every URL of --listen-peer-urls, started; https:// URLs
+    are served with `tls` (the --peer-* files; --peer-client-cert-auth makes peers present a
+    certificate signed by --peer-trusted-ca-file)."""
     server = grpc.aio.server(options=[
         ("grpc.so_reuseport", 0),
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -218,7 +222,12 @@ async def start_peer_server(listen_urls: list[str], service: RaftPeerService,
     for url in listen_urls:
         target = peer_target(url)
         try:
-            bound = server.add_insecure_port(target)
+            if is_tls_url(url):
+                if tls is None or not tls.cert_file or not tls.key_file:
+                    raise BootstrapError(f"cannot listen on TLS for {target}: KeyFile and CertFile are not presented")
+                bound = server.add_secure_port(target, tls.server_credentials())
+            else:
+                bound = server.add_insecure_port(target)
         except RuntimeError:
             bound = 0
         if bound == 0:

@@ -16,6 +16,10 @@ marked), at most one per peer at a time, then reports the outcome to the core
 
 Inbound: `RaftPeerService` (peer_service.py) on --listen-peer-urls steps received messages.
 
+TLS: a peer whose URL is https:// is dialed over TLS with the --peer-* files (`peer_channel`):
+its certificate must chain to --peer-trusted-ca-file and name the URL's host, and ours is
+presented as the client certificate. https:// listen URLs are served with the same files.
+
 Threading: everything runs on the member's event loop. `send()` never blocks and never raises.
 """
 
@@ -32,6 +36,7 @@ import grpc
 
 from cluster.raft import Message, MessageType
 from cluster.raft.codec import encode_message
+from cluster.tls import TLSInfo, is_tls_url
 from protos.kvpb import peer_pb2, peer_pb2_grpc
 
 from .peer_service import (
@@ -68,16 +73,26 @@ CHANNEL_OPTIONS = [
 ]
 
 
+def peer_channel(url: str, tls: TLSInfo | None) -> grpc.aio.Channel:
+    """A channel to the peer at `url`: TLS with `tls` when the URL is https://."""
+    target = peer_target(url)
+    if is_tls_url(url):
+        creds = (tls or TLSInfo()).channel_credentials()
+        return grpc.aio.secure_channel(target, creds, options=CHANNEL_OPTIONS)
+    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+
+
 class PeerStream:
     """The outbound stream to one peer: a bounded queue drained by one writer task."""
 
-    def __init__(self, header: peer_pb2.PeerHeader, url: str, *,
+    def __init__(self, header: peer_pb2.PeerHeader, url: str, *, tls: TLSInfo | None = None,
                  report_unreachable: Callable[[int], None],
                  send_snapshot: Callable[[Message], None] | None = None,
                  count_sent: Callable[[int], None] | None = None,
                  max_queued: int = MAX_QUEUED_MESSAGES):
         self.peer_id = header.to
         self.url = url
+        self._tls = tls
         self._header = header
         self._report_unreachable = report_unreachable
         self._send_snapshot = send_snapshot
@@ -121,8 +136,7 @@ class PeerStream:
 
     async def _run(self) -> None:
         backoff = BACKOFF_INITIAL
-        target = peer_target(self.url)
-        async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+        async with peer_channel(self.url, self._tls) as channel:
             stub = peer_pb2_grpc.RaftPeerStub(channel)
             while True:
                 call = stub.Stream()
@@ -218,13 +232,15 @@ class PeerTransport:
     """All peer traffic of one member: the peer server and one `PeerStream` per other member."""
 
     def __init__(self, member_id: int, cluster_id: int, peer_urls: dict[int, str],
-                 listen_urls: list[str], *, metrics=None):
+                 listen_urls: list[str], *, metrics=None, tls: TLSInfo | None = None):
         """`peer_urls`: member id -> the peer URL to dial (this member's own id is skipped).
-        `metrics`: a `PeerMetrics` (metrics.py) or None."""
+        `metrics`: a `PeerMetrics` (metrics.py) or None. `tls`: the --peer-* TLS files, for
+        https:// URLs (served and dialed)."""
         self.member_id = member_id
         self.cluster_id = cluster_id
         self._peer_urls = {i: u for i, u in peer_urls.items() if i != member_id}
         self._listen_urls = listen_urls
+        self._tls = tls
         self._metrics = metrics
         self._streams: dict[int, PeerStream] = {}
         self._step: Callable[[Message], None] | None = None
@@ -247,11 +263,11 @@ class PeerTransport:
                                   count_snapshot=m.count_snapshot if m else None)
         service.lease_primary = self._lease_primary
         self._service = service
-        self._server = await start_peer_server(self._listen_urls, service, MAX_MESSAGE_BYTES)
+        self._server = await start_peer_server(self._listen_urls, service, MAX_MESSAGE_BYTES, self._tls)
         for peer_id, url in self._peer_urls.items():
             header = peer_pb2.PeerHeader(cluster_id=self.cluster_id, to=peer_id)
             setattr(header, "from", self.member_id)
-            stream = PeerStream(header, url, report_unreachable=driver.report_unreachable,
+            stream = PeerStream(header, url, tls=self._tls, report_unreachable=driver.report_unreachable,
                                 send_snapshot=self._start_snapshot_send if can_install else None,
                                 count_sent=m.sent_counter(peer_id) if m else None)
             stream.start()
@@ -326,8 +342,7 @@ class PeerTransport:
     def _channel(self, peer_id: int) -> grpc.aio.Channel:
         channel = self._call_channels.get(peer_id)
         if channel is None:
-            channel = grpc.aio.insecure_channel(peer_target(self._peer_urls[peer_id]),
-                                                options=CHANNEL_OPTIONS)
+            channel = peer_channel(self._peer_urls[peer_id], self._tls)
             self._call_channels[peer_id] = channel
         return channel
 

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 
 from cluster.mvcc.store import MVCCStore
 from cluster.replication.factory import build_replicated_log
+from cluster.tls import TLSInfo, is_tls_url
 from monitoring.grpc_metrics import GrpcServerMetrics
 from monitoring.http import MetricsHTTPServer
 from protos.etcdserverpb import rpc_pb2
@@ -84,12 +85,14 @@ class MemberConfig:
     watch_progress_notify_interval: float = 600.0
     request_timeout: float = 7.0  # etcd: 5 s + 2 x election timeout
     local_log: bool = False  # True: LocalLog instead of Raft (one member only)
+    client_tls: TLSInfo = field(default_factory=TLSInfo)  # https:// client and metrics URLs
+    peer_tls: TLSInfo = field(default_factory=TLSInfo)  # https:// peer URLs, served and dialed
 
 
 def host_port(url: str) -> str:
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "") or not parts.hostname or parts.port is None:
-        raise ValueError(f"unsupported URL {url!r} (only http://host:port)")
+    if parts.scheme not in ("http", "https", "") or not parts.hostname or parts.port is None:
+        raise ValueError(f"unsupported URL {url!r} (only http://host:port or https://host:port)")
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return f"{host}:{parts.port}"
 
@@ -158,7 +161,8 @@ class Member:
         await self._start_grpc()
         self.http = MetricsHTTPServer(self.registry, health=self.health)
         if cfg.listen_metrics_urls:
-            await self.http.start(cfg.listen_metrics_urls)
+            await self.http.start(cfg.listen_metrics_urls,
+                                  tls=cfg.client_tls if not cfg.client_tls.empty() else None)
         log.info("member serving", extra={"fields": {
             "name": cfg.name, "member_id": f"{self.member_id:x}",
             "cluster_id": f"{self.membership.cluster_id:x}", "client_urls": cfg.listen_client_urls,
@@ -199,7 +203,10 @@ class Member:
             add_servicer(server, rpc_pb2.DESCRIPTOR.services_by_name[name], servicer, rpc_pb2)
         reflection.enable_server_reflection([*SERVICE_NAMES, reflection.SERVICE_NAME], server)
         for url in cfg.listen_client_urls:
-            server.add_insecure_port(host_port(url))
+            if is_tls_url(url):
+                server.add_secure_port(host_port(url), cfg.client_tls.server_credentials())
+            else:
+                server.add_insecure_port(host_port(url))
         await server.start()
         self.grpc_server = server
 
