@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import grpc
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 
+from cluster.tls import TLSInfo
 from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
 from . import passthrough
@@ -71,17 +72,16 @@ class ProxyConfig:
     def client_tls(self) -> bool:
         return bool(self.cert_file and self.key_file)
 
+    @property
+    def client_tls_info(self) -> TLSInfo | None:
+        """TLS towards clients (gRPC port and https:// metrics URLs), as etcd grpc-proxy: a
+        --trusted-ca-file makes clients present a certificate it signed."""
+        return TLSInfo(self.cert_file, self.key_file, self.trusted_ca_file) if self.client_tls else None
+
 
 def listen_hostport(addr: str) -> str:
     """'127.0.0.1:23790' or 'http://127.0.0.1:23790' -> '127.0.0.1:23790'."""
     return addr.split("://", 1)[1].rstrip("/") if "://" in addr else addr
-
-
-def _read(path: str) -> bytes | None:
-    if not path:
-        return None
-    with open(path, "rb") as f:
-        return f.read()
 
 
 class ProxyServer:
@@ -143,13 +143,10 @@ class ProxyServer:
 
             self._http = MetricsHTTPServer(self.registry, health=self.health,
                                            routes={"/proxy/health": self.proxy_health_route})
-            await self._http.start(cfg.metrics_addr)  # before the gRPC port opens
+            await self._http.start(cfg.metrics_addr, tls=cfg.client_tls_info)  # before the gRPC port opens
         addr = listen_hostport(cfg.listen_addr)
         if cfg.client_tls:
-            creds = grpc.ssl_server_credentials(
-                [(_read(cfg.key_file), _read(cfg.cert_file))], root_certificates=_read(cfg.trusted_ca_file),
-                require_client_auth=bool(cfg.trusted_ca_file))
-            self.port = server.add_secure_port(addr, creds)
+            self.port = server.add_secure_port(addr, cfg.client_tls_info.server_credentials())
         else:
             self.port = server.add_insecure_port(addr)
         if not self.port:

@@ -77,7 +77,7 @@ class WorkerSupervisor:
             self._http = MetricsHTTPServer(parent_registry(self._collector), health=self._health,
                                            routes={"/proxy/health": self._proxy_health},
                                            before_scrape=self._refresh)
-            await self._http.start(cfg.metrics_addr)
+            await self._http.start(cfg.metrics_addr, tls=cfg.client_tls_info)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
