@@ -100,7 +100,7 @@ def _check_listen(info: TLSInfo, url: str, ca_flag: str) -> None:
         raise ValueError(f"cannot listen on TLS for {host}: KeyFile and CertFile are not presented")
     for path in (info.cert_file, info.key_file, info.trusted_ca_file):
         if path and not os.path.isfile(path):
-            raise ValueError(f"cannot listen on TLS for {host}: open {path}: no such file or directory")
+            raise ValueError(f"open {path}: no such file or directory")
     if info.client_cert_auth and not info.trusted_ca_file:
         raise ValueError(f"cannot listen on TLS for {host}: client certificate authentication needs "
                          f"{ca_flag}")

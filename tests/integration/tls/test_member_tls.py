@@ -135,6 +135,15 @@ def test_https_urls_without_certificates_are_refused_like_etcd(tmp_path):
         assert want in out, (impl, out)
 
 
+def test_missing_certificate_file_is_refused_like_etcd(tmp_path, pki):
+    client = f"https://127.0.0.1:{free_port()}"
+    missing = str(tmp_path / "missing.pem")
+    for impl in ("kvcluster", "etcd"):
+        out = _refusal(impl, tmp_path, ["--listen-client-urls", client, "--advertise-client-urls", client,
+                                        "--cert-file", missing, "--key-file", pki.server.key])
+        assert f"open {missing}: no such file or directory" in out, (impl, out)
+
+
 @pytest.mark.parametrize("impl", ["kvcluster", "etcd"])
 def test_auto_tls_serves_a_self_signed_certificate(impl, procs, tmp_path):
     spec = ClusterSpec.allocate(str(tmp_path), 1, ["--auto-tls"], client_scheme="https")
