@@ -46,6 +46,14 @@ def test_three_members_replicate_over_peer_tls(impl, procs, tmp_path, pki):
                    60, f"{m.name} applies the write")
     linearizable = etcdctl(m3.client_url, "get", "over-tls", "--print-value-only")
     assert linearizable.stdout.strip() == "v1", linearizable.stderr
+    # Keepalives on followers travel to the leader over a peer TLS call (at least one of m2, m3
+    # is a follower).
+    grant = etcdctl(m1.client_url, "lease", "grant", "60")
+    assert grant.returncode == 0, grant.stderr
+    lease_id = grant.stdout.split()[1]
+    for m in (m2, m3):
+        kept = etcdctl(m.client_url, "lease", "keep-alive", "--once", lease_id)
+        assert kept.returncode == 0 and "keepalived with TTL(60)" in kept.stdout, kept.stderr
     members = etcdctl(m2.client_url, "member", "list")
     assert members.returncode == 0 and members.stdout.count("https://127.0.0.1:") == 3, members.stdout
     # The leader hears from both followers, over TLS (followers only talk to the leader).
