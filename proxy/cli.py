@@ -4,8 +4,8 @@
                   --metrics-addr=http://127.0.0.1:23791 [--namespace=p/] [--workers=2] ...
 
 etcd-compatible flags: --endpoints, --listen-addr, --metrics-addr, --namespace, --cert, --key,
---cacert (TLS to the cluster), --cert-file, --key-file, --trusted-ca-file (TLS to clients),
---max-send-bytes, --max-recv-bytes. Ours: --workers, --cache-max-entries, --cache-max-bytes,
+--cacert (TLS to the cluster), --cert-file, --key-file, --trusted-ca-file, --auto-tls (TLS to
+clients), --data-dir, --max-send-bytes, --max-recv-bytes. Ours: --workers, --cache-max-entries, --cache-max-bytes,
 --max-requests-per-client-per-second, --max-requests-per-key-per-second,
 --linearizable-read-interval-ms, --cache-user,
 --log-level.
@@ -17,12 +17,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
 import uvloop
 
-from .server import ProxyConfig, ProxyServer
+from cluster.tls import TLSInfo, self_signed
+
+from .server import ProxyConfig, ProxyServer, listen_hostport
 from .upstream import DEFAULT_MAX_RECV_BYTES, DEFAULT_MAX_SEND_BYTES
 
 
@@ -46,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--cert-file", default="", help="TLS certificate the proxy presents to its clients")
     a("--key-file", default="", help="TLS key the proxy presents to its clients")
     a("--trusted-ca-file", default="", help="CA bundle verifying client certificates (enables client auth)")
+    a("--auto-tls", action="store_true",
+      help="serve clients over TLS with a generated self-signed certificate (<data-dir>/fixtures/proxy)")
+    a("--data-dir", default="default.proxy", help="data directory (holds the --auto-tls certificate)")
     a("--max-send-bytes", type=int, default=DEFAULT_MAX_SEND_BYTES,
       help="largest message sent to the cluster (default 1.5 MiB, as etcd's)")
     a("--max-recv-bytes", type=int, default=DEFAULT_MAX_RECV_BYTES,
@@ -72,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> ProxyConfig:
+    if args.auto_tls and not (args.cert_file or args.key_file or args.trusted_ca_file):
+        generated = self_signed(TLSInfo(), os.path.join(args.data_dir, "fixtures", "proxy"),
+                                ["https://" + listen_hostport(args.listen_addr)])
+        args.cert_file, args.key_file = generated.cert_file, generated.key_file
     return ProxyConfig(
         endpoints=args.endpoints, listen_addr=args.listen_addr, metrics_addr=args.metrics_addr,
         namespace=args.namespace, cert=args.cert, key=args.key, cacert=args.cacert,

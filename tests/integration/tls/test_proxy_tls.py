@@ -11,7 +11,8 @@ import urllib.error
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cluster.launch import ClusterSpec, LOOPBACK, free_port, wait_until
+from cluster.launch import ClusterSpec, LOOPBACK, free_port, port_open, wait_until
+from tests.support.etcd_ref import ETCD_BIN
 from tests.support.kvstack import start_kv_cluster, start_kvproxy
 
 from .conftest import etcdctl, https_get
@@ -78,3 +79,24 @@ def test_proxy_without_an_upstream_client_certificate_is_refused_by_the_cluster(
     got = etcdctl(proxy.listen_addr, "get", "k", extra=REFUSED)
     assert got.returncode == 1, got.stdout
     assert "Error:" in got.stderr
+
+
+@pytest.mark.parametrize("impl", ["kvproxy", "etcd grpc-proxy"])
+def test_proxy_auto_tls(impl, procs, tmp_path):
+    """--auto-tls: a self-signed certificate under <data-dir>/fixtures/proxy, served to clients."""
+    upstream = start_kv_cluster(procs, ClusterSpec.allocate(str(tmp_path), 1))
+    data_dir = str(tmp_path / "proxy.data")
+    flags = ["--auto-tls", "--data-dir", data_dir]
+    if impl == "kvproxy":
+        addr = start_kvproxy(procs, upstream, extra_flags=flags).listen_addr
+    else:
+        addr = f"{LOOPBACK}:{free_port()}"
+        procs.start("grpc-proxy", [ETCD_BIN, "grpc-proxy", "start", "--endpoints", upstream.endpoints,
+                                   "--listen-addr", addr, *flags], env={"ETCD_UNSUPPORTED_ARCH": ""})
+        wait_until(lambda: port_open(int(addr.rsplit(":", 1)[1])), 30, "etcd grpc-proxy")
+    assert (tmp_path / "proxy.data" / "fixtures" / "proxy" / "cert.pem").is_file()
+    url = f"https://{addr}"
+    put = etcdctl(url, "put", "k", "v", extra=("--insecure-transport=false", "--insecure-skip-tls-verify"))
+    assert (put.returncode, put.stdout.strip()) == (0, "OK"), put.stderr
+    verified = etcdctl(url, "get", "k", extra=REFUSED)  # system roots: not trusted
+    assert verified.returncode == 1
