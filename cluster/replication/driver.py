@@ -4,8 +4,10 @@ Tasks (all on the member's event loop; blocking I/O on the driver's `wal` worker
 
 - **ticker**: every `tick_interval` seconds, `RawNode.tick()` (elections, heartbeats).
 - **ready loop**: whenever something happened (tick, peer message, proposal, read request,
-  transport report), drain `RawNode.ready()`; for each Ready, in this order (Raft thesis §10.2.1,
-  and the durability contract in cluster/raft/rawnode.py):
+  transport report), drain `RawNode.ready()`; before each Ready, issue the pending ReadIndex
+  round unless one is in flight (`ReadIndexBatcher.issue_pending`: the readers that arrived
+  while the previous Ready was handled share it); for each Ready, in this order (Raft thesis
+  §10.2.1, and the durability contract in cluster/raft/rawnode.py):
     1. send `messages` (the leader's appends and heartbeats go out in parallel with its fsync);
     2. append `entries` + `hard_state` to the WAL, fsync once if `must_sync` (worker thread; the
        loop keeps accepting proposals meanwhile: they all land in the next Ready, one fsync);
@@ -138,10 +140,11 @@ class RaftDriver:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
         self._storage = MemoryStorage()
         self._node: RawNode | None = None
-        self._reads = ReadIndexBatcher(
-            node_id, self._request_read_index, retry_after=max(0.5, 2 * election_ticks * tick_interval),
-            timeout=request_timeout, count_round=count_read_round, count_reads=count_reads)
         self._wake = asyncio.Event()
+        self._reads = ReadIndexBatcher(
+            node_id, self._request_read_index, self._wake.set,
+            retry_after=max(0.5, 2 * election_ticks * tick_interval),
+            timeout=request_timeout, count_round=count_read_round, count_reads=count_reads)
         self._to_apply: list[Entry] = []
         self._wake_applier = asyncio.Event()
         self._apply: ApplyCallback | None = None
@@ -392,7 +395,11 @@ class RaftDriver:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                while node.has_ready():
+                while True:
+                    # every reader that arrived since the last Ready joined the pending round
+                    self._reads.issue_pending()
+                    if not node.has_ready():
+                        break
                     await self._handle_ready(node.ready())
                     node.advance()
                 if (self.image is not None and not self._stopped

@@ -3,13 +3,17 @@
 Contract (event loop only):
 - A reader calls `await wait_read_index()` and gets a log index: once the state machine has
   applied it, a read reflects every write acknowledged before the reader arrived.
-- Readers join the *pending* round. At most one round is *in flight*: when none is, the pending
-  round is issued at once (`request(ctx)`, the driver's `RawNode.read_index` + wake-up) and a fresh
-  pending round starts for later arrivals. So every reader waiting when a round starts is
-  confirmed by that one round, on the leader and on followers alike (a follower's request is
-  forwarded to the leader by the core, batched the same way).
+- Readers join the *pending* round; the first reader of a pending round calls `wake()` (the
+  driver's wake-up). Only `issue_pending()` issues rounds; the driver's Ready loop calls it
+  before each Ready it takes (so about once per fsync under write load). When no round is *in
+  flight* it issues the pending one (`request(ctx)`, the driver's `RawNode.read_index`) and a
+  fresh pending round collects later arrivals. At most one round is in flight (as etcd's
+  linearizableReadLoop), so every reader that arrives while a round is confirmed, or while the
+  loop handles a Ready, shares the next round: on the leader and on followers alike (a
+  follower's request is forwarded to the leader by the core, batched the same way).
 - The driver calls `on_read_state(ctx, index)` for each `ReadState` of a Ready. The in-flight round
-  completes with the first answer to any ctx it was issued under; then the next round is issued.
+  completes with the first answer to any ctx it was issued under; the next round is issued by
+  the loop's next `issue_pending()` (right after the Ready that completed it).
 - A round unanswered after `retry_after` seconds is reissued under a new ctx (the request or its
   answer may have been lost with a leader or a dropped message); after `timeout` seconds its
   readers fail with "etcdserver: request timed out".
@@ -50,12 +54,13 @@ class _Round:
 class ReadIndexBatcher:
     """Batches linearizable reads into ReadIndex rounds (see the module docstring)."""
 
-    def __init__(self, member_id: int, request: Callable[[bytes], None], *,
+    def __init__(self, member_id: int, request: Callable[[bytes], None], wake: Callable[[], None], *,
                  retry_after: float, timeout: float,
                  count_round: Callable[[], None] | None = None,
                  count_reads: Callable[[int], None] | None = None):
         self._member_id = member_id
         self._request = request
+        self._wake = wake
         self._retry_after = retry_after
         self._timeout = timeout
         self._count_round = count_round
@@ -69,10 +74,14 @@ class ReadIndexBatcher:
         rnd = self._pending
         if rnd is None:
             rnd = self._pending = _Round(asyncio.get_running_loop())
+            self._wake()
         rnd.readers += 1
-        if self._in_flight is None:
-            self._issue_pending()
         return await asyncio.shield(rnd.future)
+
+    def issue_pending(self) -> None:
+        """The driver loop, once per iteration: issue the pending round unless one is in flight."""
+        if self._in_flight is None and self._pending is not None:
+            self._issue_pending()
 
     def on_read_state(self, ctx: bytes, index: int) -> None:
         """A ReadState from the core: completes the in-flight round if `ctx` is one of its."""
@@ -135,4 +144,4 @@ class ReadIndexBatcher:
         if rnd is self._in_flight:
             self._in_flight = None
             if self._pending is not None:
-                self._issue_pending()
+                self._wake()  # the loop's next issue_pending() sends it

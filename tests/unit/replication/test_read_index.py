@@ -13,11 +13,16 @@ from cluster.server import errors as server_errors
 
 
 class ScriptedCore:
-    """Records read requests; the test answers them."""
+    """Records read requests and wake-ups; the test answers them and plays the driver loop
+    (`batcher.issue_pending()`)."""
 
     def __init__(self):
         self.ctxs: list[bytes] = []
         self.drop = False
+        self.wakes = 0
+
+    def wake(self) -> None:
+        self.wakes += 1
 
     def request(self, ctx: bytes) -> None:
         if self.drop:
@@ -36,8 +41,25 @@ def make(core, **kw):
 
     kw.setdefault("retry_after", 10.0)
     kw.setdefault("timeout", 10.0)
-    return ReadIndexBatcher(7, core.request, count_round=count_round, count_reads=count_reads,
-                            **kw), counts
+    return ReadIndexBatcher(7, core.request, core.wake, count_round=count_round,
+                            count_reads=count_reads, **kw), counts
+
+
+def test_readers_arriving_before_the_loop_runs_share_one_round():
+    async def main():
+        core = ScriptedCore()
+        batcher, counts = make(core)
+        readers = [asyncio.create_task(batcher.wait_read_index()) for _ in range(5)]
+        await asyncio.sleep(0)
+        assert core.ctxs == [] and core.wakes == 1  # nothing issued until the loop runs
+        batcher.issue_pending()
+        batcher.issue_pending()  # nothing new pending: no second round
+        assert len(core.ctxs) == 1
+        batcher.on_read_state(core.ctxs[0], 5)
+        assert await asyncio.gather(*readers) == [5] * 5
+        assert counts == {"rounds": 1, "reads": 5}
+
+    asyncio.run(main())
 
 
 def test_readers_arriving_during_a_round_share_the_next_one():
@@ -46,17 +68,23 @@ def test_readers_arriving_during_a_round_share_the_next_one():
         batcher, counts = make(core)
         first = asyncio.create_task(batcher.wait_read_index())
         await asyncio.sleep(0)
-        assert len(core.ctxs) == 1  # issued at once: nothing else in flight
+        batcher.issue_pending()
+        assert len(core.ctxs) == 1
         later = [asyncio.create_task(batcher.wait_read_index()) for _ in range(10)]
         await asyncio.sleep(0)
+        batcher.issue_pending()
         assert len(core.ctxs) == 1  # they wait for the in-flight round to finish
+        wakes = core.wakes
         batcher.on_read_state(core.ctxs[0], 5)
+        assert core.wakes == wakes + 1  # the loop is woken to issue the pending round
         assert await first == 5
+        more = asyncio.create_task(batcher.wait_read_index())  # before the loop runs: joins too
         await asyncio.sleep(0)
-        assert len(core.ctxs) == 2  # one round for all ten
+        batcher.issue_pending()
+        assert len(core.ctxs) == 2  # one round for all eleven
         batcher.on_read_state(core.ctxs[1], 9)
-        assert await asyncio.gather(*later) == [9] * 10
-        assert counts == {"rounds": 2, "reads": 11}
+        assert await asyncio.gather(*later, more) == [9] * 11
+        assert counts == {"rounds": 2, "reads": 12}
         assert len(set(core.ctxs)) == 2
 
     asyncio.run(main())
@@ -67,12 +95,16 @@ def test_unanswered_round_is_retried_with_a_new_ctx_then_times_out():
         core = ScriptedCore()
         batcher, _ = make(core, retry_after=0.01, timeout=0.5)
         reader = asyncio.create_task(batcher.wait_read_index())
+        await asyncio.sleep(0)
+        batcher.issue_pending()
         while len(core.ctxs) < 3 and not reader.done():  # retried every 10 ms
             await asyncio.sleep(0.005)
         assert len(set(core.ctxs)) == len(core.ctxs)
         batcher.on_read_state(core.ctxs[0], 4)  # a late answer to the first ctx still counts
         assert await reader == 4
         reader = asyncio.create_task(batcher.wait_read_index())
+        await asyncio.sleep(0)
+        batcher.issue_pending()
         with pytest.raises(type(server_errors.TIMEOUT)) as exc:
             await reader
         assert exc.value is server_errors.TIMEOUT
@@ -85,16 +117,23 @@ def test_no_leader_and_leader_change_fail_the_readers():
         core = ScriptedCore()
         batcher, _ = make(core)
         core.drop = True
+        reader = asyncio.create_task(batcher.wait_read_index())
+        await asyncio.sleep(0)
+        batcher.issue_pending()
         with pytest.raises(type(NO_LEADER)) as exc:
-            await batcher.wait_read_index()
+            await reader
         assert exc.value is NO_LEADER
         core.drop = False
         readers = [asyncio.create_task(batcher.wait_read_index()) for _ in range(3)]
         await asyncio.sleep(0)
+        batcher.issue_pending()
+        later = asyncio.create_task(batcher.wait_read_index())  # pending behind the in-flight one
+        await asyncio.sleep(0)
         batcher.fail_all(LEADER_CHANGED)
-        results = await asyncio.gather(*readers, return_exceptions=True)
-        assert results == [LEADER_CHANGED] * 3
-        assert len(core.ctxs) == 1  # failing the rounds issued nothing new
+        results = await asyncio.gather(*readers, later, return_exceptions=True)
+        assert results == [LEADER_CHANGED] * 4
+        batcher.issue_pending()
+        assert len(core.ctxs) == 1  # failing the rounds left nothing to issue
 
     asyncio.run(main())
 
@@ -105,13 +144,14 @@ def test_a_cancelled_reader_does_not_cancel_its_round():
         batcher, _ = make(core)
         first = asyncio.create_task(batcher.wait_read_index())
         await asyncio.sleep(0)
+        batcher.issue_pending()
         a = asyncio.create_task(batcher.wait_read_index())  # a and b: the same pending round
         b = asyncio.create_task(batcher.wait_read_index())
         await asyncio.sleep(0)
         a.cancel()
         batcher.on_read_state(core.ctxs[0], 3)
         assert await first == 3
-        await asyncio.sleep(0)
+        batcher.issue_pending()
         batcher.on_read_state(core.ctxs[1], 4)
         assert await b == 4
         assert a.cancelled()
