@@ -21,8 +21,8 @@ import uvloop
 
 from cluster.server.compactor import parse_duration
 from cluster.server.gc_policy import settle_after_start
-from cluster.tls import TLSInfo, check_urls, is_tls_url, self_signed
 from cluster.server.member import Member, MemberConfig, host_port
+from cluster.tls import TLSInfo, check_urls, is_tls_url, self_signed
 
 
 class JsonLineFormatter(logging.Formatter):
