@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--logger", default="zap", help="accepted for etcd compatibility; logs are always JSON lines")
     a("--experimental-watch-progress-notify-interval", default="10m",
       help="period of watch progress notifications (etcd's experimental flag)")
+    a("--auth-token", default="simple",
+      help='"simple" or "jwt,pub-key=<path>,priv-key=<path>,sign-method=<alg>,ttl=<duration>"')
+    a("--auth-token-ttl", type=int, default=300, help="seconds a simple token lives after its last use")
     a("--experimental-local-log", action="store_true",
       help="ours, not etcd's: a single member without Raft, on the fsync'd local log")
     return p
@@ -108,6 +111,8 @@ def config_from_args(args: argparse.Namespace) -> MemberConfig:
         auto_compaction_retention=args.auto_compaction_retention,
         watch_progress_notify_interval=parse_duration(args.experimental_watch_progress_notify_interval),
         local_log=args.experimental_local_log,
+        auth_token=args.auth_token,
+        auth_token_ttl=float(args.auth_token_ttl),
     )
 
 
