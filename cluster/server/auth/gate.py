@@ -40,6 +40,19 @@ ADMIN_METHODS = frozenset({
     "/etcdserverpb.Cluster/MemberUpdate", "/etcdserverpb.Cluster/MemberPromote"})
 
 _UNRESOLVED = object()
+# etcd 3.4's authMaintenanceServer returns the auth package's own errors, not their gRPC forms:
+# clients see code Unknown and the "auth: ..." text (checked against etcd 3.4.23).
+_MAINTENANCE_TEXT = {
+    errors.USER_EMPTY.message: "auth: user name is empty",
+    errors.USER_NOT_FOUND.message: "auth: user not found",
+    errors.PERMISSION_DENIED.message: "auth: permission denied",
+    errors.INVALID_AUTH_TOKEN.message: "auth: invalid auth token",
+}
+
+
+def _as_maintenance_error(exc: errors.EtcdError) -> errors.EtcdError:
+    text = _MAINTENANCE_TEXT.get(exc.message)
+    return exc if text is None else errors.EtcdError(grpc.StatusCode.UNKNOWN, text)
 
 
 class RequestAuth:
@@ -140,12 +153,16 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not handler_call_details.method.startswith("/etcdserverpb."):
             return handler  # reflection and the like: no identity needed
         admin = handler_call_details.method in ADMIN_METHODS
+        maintenance = handler_call_details.method.startswith("/etcdserverpb.Maintenance/")
         store, cert = self._store, self._client_cert_auth
 
         def enter(context) -> None:
             _current.set(RequestAuth(store, context, cert))
             if admin:
-                check_admin()
+                try:
+                    check_admin()
+                except errors.EtcdError as exc:
+                    raise _as_maintenance_error(exc) if maintenance else exc
 
         if handler.unary_unary is not None:
             inner = handler.unary_unary

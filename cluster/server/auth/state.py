@@ -130,7 +130,7 @@ class AuthState:
         """etcd's IsAdminPermitted: the user must hold the root role (when auth is on)."""
         if not self.enabled:
             return
-        if info is None:  # a gRPC-level check without a token (a log entry always has a header)
+        if info is None or not info.username:
             raise errors.USER_EMPTY
         if info.username not in self.users:
             raise errors.USER_NOT_FOUND
