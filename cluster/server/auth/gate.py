@@ -7,7 +7,8 @@ code calls e.g. `gate.check_range(key, range_end)` without passing contexts arou
 RPC (the member's own proposals: lease expiry, compaction, publish) there is no RequestAuth and
 the functions do nothing.
 
-Identity (etcd 3.4 EtcdServer.AuthInfoFromCtx), resolved on first use within the RPC:
+Identity (etcd 3.4 EtcdServer.AuthInfoFromCtx), resolved at every check (not remembered: a watch
+stream's token may expire between two create requests, and etcd checks each create anew):
 1. the metadata `token` (else `authorization`): a token the provider does not know or that has
    expired -> "etcdserver: invalid auth token" (also when auth is off, as etcd);
 2. no token and the member runs with --client-cert-auth: the CN of the verified client
@@ -39,7 +40,6 @@ ADMIN_METHODS = frozenset({
     "/etcdserverpb.Cluster/MemberAdd", "/etcdserverpb.Cluster/MemberRemove",
     "/etcdserverpb.Cluster/MemberUpdate", "/etcdserverpb.Cluster/MemberPromote"})
 
-_UNRESOLVED = object()
 # etcd 3.4's authMaintenanceServer returns the auth package's own errors, not their gRPC forms:
 # clients see code Unknown and the "auth: ..." text (checked against etcd 3.4.23).
 _MAINTENANCE_TEXT = {
@@ -56,30 +56,26 @@ def _as_maintenance_error(exc: errors.EtcdError) -> errors.EtcdError:
 
 
 class RequestAuth:
-    """The caller of one RPC (resolved lazily, then remembered)."""
+    """The caller of one RPC."""
 
     def __init__(self, store: AuthStore, context: grpc.aio.ServicerContext, client_cert_auth: bool):
         self.store = store
         self._context = context
         self._client_cert_auth = client_cert_auth
-        self._info = _UNRESOLVED
+        self._token: str | None = None
+        self._token_read = False
 
     def info(self) -> AuthInfo | None:
-        """The caller's AuthInfo, or None (nobody). Raises INVALID_AUTH_TOKEN."""
-        if self._info is _UNRESOLVED:
-            self._info = self._resolve()
-        if isinstance(self._info, errors.EtcdError):
-            raise self._info
-        return self._info
-
-    def _resolve(self):
-        metadata = dict(self._context.invocation_metadata() or ())
-        token = next((metadata[k] for k in TOKEN_KEYS if metadata.get(k)), None)
+        """The caller's AuthInfo now, or None (nobody). Raises INVALID_AUTH_TOKEN."""
         store = self.store
-        if token is not None:
-            found = store.tokens.info(token, store.state.revision)
+        if not self._token_read:  # read the metadata once, on first use (not on the hot path)
+            metadata = dict(self._context.invocation_metadata() or ())
+            self._token = next((metadata[k] for k in TOKEN_KEYS if metadata.get(k)), None)
+            self._token_read = True
+        if self._token is not None:
+            found = store.tokens.info(self._token, store.state.revision)
             if found is None:
-                return errors.INVALID_AUTH_TOKEN
+                raise errors.INVALID_AUTH_TOKEN
             return AuthInfo(*found)
         if self._client_cert_auth:
             names = (self._context.auth_context() or {}).get("x509_common_name") or []
