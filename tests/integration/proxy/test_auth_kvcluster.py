@@ -190,3 +190,28 @@ def test_a_watcher_whose_token_expires_is_told_and_never_hangs(stack, procs):
             assert all(e.kv.key.startswith(b"pub/") for e in item.events)
     finally:
         watch.close()
+
+
+def test_a_role_revoked_on_the_cluster_shows_through_the_cache(stack):
+    spec, proxy, member, channel = stack
+    wait_until(lambda: metric(proxy.metrics_url, "kvproxy_cache_coherent") == 1, 30, "cache watch under auth")
+    kv = rpc_pb2_grpc.KVStub(channel)
+    alice = token(channel, "alice")
+    read = rpc_pb2.RangeRequest(key=b"pub/", range_end=b"pub0", serializable=True)
+    hits = metric(proxy.metrics_url, "etcd_grpc_proxy_cache_hits_total")
+    for _ in range(5):
+        assert kv.Range(read, metadata=alice, timeout=10).count == 20
+    assert metric(proxy.metrics_url, "etcd_grpc_proxy_cache_hits_total") > hits  # cached under alice's token
+    rpc_pb2_grpc.AuthStub(member).UserRevokeRole(rpc_pb2.AuthUserRevokeRoleRequest(name="alice", role="alice-role"),
+                                                 metadata=token(member, "root"), timeout=10)
+
+    def refused() -> bool:
+        try:
+            kv.Range(read, metadata=alice, timeout=10)
+            return False
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.PERMISSION_DENIED
+            return True
+    wait_until(refused, 10, "alice's cached read refused after the revocation")
+    for _ in range(5):  # and it stays refused
+        assert refused()
