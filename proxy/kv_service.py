@@ -22,8 +22,9 @@ Identity: the cluster checks permissions; the proxy cannot verify a token, so it
 the token string itself. A cached answer is only ever served to a caller presenting the same token
 (or to anonymous callers, for answers fetched anonymously). The namespace is fixed per process, so
 it needs no place in the key. A token's cached answers are served only while the cluster accepted
-that token within the last TOKEN_FRESH_S seconds (a miss re-checks it upstream), so a revoked role,
-a changed password or an expired token shows through the cache within that time.
+that token within the last TOKEN_FRESH_S seconds; otherwise the read goes upstream (a re-check,
+not counted as a cache miss), so a revoked role, a changed password or an expired token shows
+through the cache within that time.
 
 Errors: upstream failures pass through with their status code and message unchanged; requests that
 do not parse get what grpc-go (hence etcd) answers: INTERNAL "grpc: error unmarshalling request: ...".
@@ -162,7 +163,10 @@ class KVProxy:
         if self._admission.enabled:
             await self._admit(context, raw=raw)
         cache = self.cache
-        cached = cache.get(cache_key) if not token or token in self._fresh_tokens else None
+        cached = cache.get(cache_key)
+        recheck = False  # a cached answer, but its token must be re-checked upstream first
+        if cached and token and token not in self._fresh_tokens:
+            cached, recheck = None, True
         if cached:
             self._metrics.cache_hits += 1
             return cached
@@ -187,7 +191,8 @@ class KVProxy:
             if not req.serializable:
                 return await self.linearizable.read(
                     cache_key, lambda: self._linearizable_range(req, raw, forward))
-            self._metrics.cache_misses += 1
+            if not recheck:
+                self._metrics.cache_misses += 1
             data, revision = await self.singleflight.do(
                 cache_key, lambda: self._fill(cache_key, req, raw, forward))
             if token:
