@@ -148,9 +148,9 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
 
     def _create(self, creq: rpc_pb2.WatchCreateRequest, outbox: WatchOutbox, state: _StreamState) -> None:
         header = self._headers.make(self._hub.notified_rev)
-        if not gate.watch_permitted(*_permission_range(creq)):  # etcd: answered, stream goes on
+        if not gate.watch_permitted(*_permission_range(creq)):  # etcd 3.4.23: id -1, stream goes on
             outbox.put_control(rpc_pb2.WatchResponse(
-                header=header, watch_id=creq.watch_id, created=True, canceled=True,
+                header=header, watch_id=-1, created=True, canceled=True,
                 cancel_reason=errors.WATCH_PERMISSION_DENIED_REASON))
             return
         watch_id = state.pick_id(creq.watch_id)

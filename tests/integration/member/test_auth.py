@@ -142,7 +142,7 @@ def test_permissions_of_every_request_kind(authed):
     ws = TokenWatch(authed.watch, alice)
     try:
         refused = ws.create(b"priv/", b"priv0", watch_id=5)
-        assert (refused.watch_id, refused.created, refused.canceled) == (5, True, True)
+        assert (refused.watch_id, refused.created, refused.canceled) == (-1, True, True)  # as etcd 3.4.23
         assert refused.cancel_reason == "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
         ok = ws.create(b"pub/", b"pub0")
         assert ok.created and not ok.canceled
