@@ -18,6 +18,7 @@ import time
 
 import uvloop
 
+from cluster.server.auth.tokens import build_token_provider
 from cluster.server.compactor import parse_duration
 from cluster.server.member import Member, MemberConfig, host_port
 
@@ -90,6 +91,7 @@ def config_from_args(args: argparse.Namespace) -> MemberConfig:
     """The member configuration; raises ValueError for URLs we cannot serve."""
     for url in (*args.listen_client_urls, *args.listen_metrics_urls):
         host_port(url)
+    build_token_provider(args.auth_token, args.auth_token_ttl)  # refuse bad --auth-token early
     return MemberConfig(
         name=args.name,
         data_dir=args.data_dir or f"{args.name}.etcd",

@@ -136,3 +136,31 @@ def test_jwt_hmac_and_expiry(tmp_path):
     assert other.info(other.assign("bob", 2, "", 1), 2) == ("bob", 2)
     forged_alg = JwtTokens({"sign-method": "HS256", "priv-key": str(secret), "ttl": "1h"})
     assert forged_alg.info(other.assign("bob", 2, "", 1), 2) is None
+
+
+class _FakeContext:
+    def __init__(self, metadata=(), cn=None):
+        self._metadata, self._cn = metadata, cn
+
+    def invocation_metadata(self):
+        return self._metadata
+
+    def auth_context(self):
+        return {"x509_common_name": [self._cn.encode()]} if self._cn else {}
+
+
+def test_identity_from_token_then_client_certificate():
+    from cluster.server.auth.gate import RequestAuth
+    from cluster.server.auth.store import AuthStore
+
+    tokens = SimpleTokens()
+    store = AuthStore(tokens)
+    store.load([(b"enabled", b"\x01")])
+    t = tokens.assign("alice", 1, "P", 7)
+    assert RequestAuth(store, _FakeContext((("token", t),), cn="carol"), True).info() == AuthInfo("alice", 1)
+    assert RequestAuth(store, _FakeContext((("authorization", t),)), False).info() == AuthInfo("alice", 1)
+    assert RequestAuth(store, _FakeContext(cn="carol"), True).info() == AuthInfo("carol", 1)
+    assert RequestAuth(store, _FakeContext(cn="carol"), False).info() is None  # no --client-cert-auth
+    with pytest.raises(errors.EtcdError) as bad:
+        RequestAuth(store, _FakeContext((("token", "forged.1"),), cn="carol"), True).info()
+    assert bad.value is errors.INVALID_AUTH_TOKEN
