@@ -177,7 +177,10 @@ class Member:
         cfg = self.cfg
         grpc_metrics = GrpcServerMetrics(self.registry)
         grpc_metrics.initialize(rpc_pb2.DESCRIPTOR.services_by_name[n.split(".")[-1]] for n in SERVICE_NAMES)
-        auth = AuthInterceptor(self.auth, client_cert_auth=getattr(cfg, "client_cert_auth", False))
+        # --client-cert-auth (etcd's ClientTLSInfo.ClientCertAuth) lives in cfg.client_tls once the
+        # TLS work is merged; until then no member verifies client certificates.
+        cert_auth = getattr(getattr(cfg, "client_tls", None), "client_cert_auth", False)
+        auth = AuthInterceptor(self.auth, client_cert_auth=cert_auth)
         server = grpc.aio.server(interceptors=[grpc_metrics, auth], options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", cfg.max_request_bytes + GRPC_OVERHEAD_BYTES),
