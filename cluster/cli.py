@@ -19,6 +19,7 @@ import time
 
 import uvloop
 
+from cluster.server.auth.tokens import build_token_provider
 from cluster.server.compactor import parse_duration
 from cluster.server.gc_policy import settle_after_start
 from cluster.server.member import Member, MemberConfig, host_port
@@ -102,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--logger", default="zap", help="accepted for etcd compatibility; logs are always JSON lines")
     a("--experimental-watch-progress-notify-interval", default="10m",
       help="period of watch progress notifications (etcd's experimental flag)")
+    a("--auth-token", default="simple",
+      help='"simple" or "jwt,pub-key=<path>,priv-key=<path>,sign-method=<alg>,ttl=<duration>"')
+    a("--auth-token-ttl", type=int, default=300, help="seconds a simple token lives after its last use")
     a("--experimental-local-log", action="store_true",
       help="ours, not etcd's: a single member without Raft, on the fsync'd local log")
     return p
@@ -122,6 +126,7 @@ def config_from_args(args: argparse.Namespace) -> MemberConfig:
     check_urls(client_tls, peer_tls, client_urls=args.listen_client_urls,
                metrics_urls=args.listen_metrics_urls,
                peer_urls=[*args.listen_peer_urls, *args.initial_advertise_peer_urls])
+    build_token_provider(args.auth_token, args.auth_token_ttl)  # refuse bad --auth-token early
     return MemberConfig(
         name=args.name,
         data_dir=data_dir,
@@ -145,6 +150,8 @@ def config_from_args(args: argparse.Namespace) -> MemberConfig:
         auto_compaction_retention=args.auto_compaction_retention,
         watch_progress_notify_interval=parse_duration(args.experimental_watch_progress_notify_interval),
         local_log=args.experimental_local_log,
+        auth_token=args.auth_token,
+        auth_token_ttl=float(args.auth_token_ttl),
     )
 
 

@@ -21,7 +21,10 @@ Request routing:
 Identity: the cluster checks permissions; the proxy cannot verify a token, so it keys the cache by
 the token string itself. A cached answer is only ever served to a caller presenting the same token
 (or to anonymous callers, for answers fetched anonymously). The namespace is fixed per process, so
-it needs no place in the key.
+it needs no place in the key. A token's cached answers are served only while the cluster accepted
+that token within the last TOKEN_FRESH_S seconds; otherwise the read goes upstream (a re-check,
+not counted as a cache miss), so a revoked role, a changed password or an expired token shows
+through the cache within that time.
 
 Errors: upstream failures pass through with their status code and message unchanged; requests that
 do not parse get what grpc-go (hence etcd) answers: INTERNAL "grpc: error unmarshalling request: ...".
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import cachetools
 import grpc
 from google.protobuf.message import DecodeError
 
@@ -110,6 +114,9 @@ def _written_ranges(ops, out: list) -> list:
 class KVProxy:
     """The KV service of the proxy; see the module docstring for the routing of each method."""
 
+    # token -> accepted upstream within TOKEN_FRESH_S (see the module docstring)
+    TOKEN_FRESH_S = 1.0
+
     def __init__(self, upstream: Upstream, namespace: Namespace, metrics: ProxyMetrics,
                  admission: AdmissionControl | None = None, *,
                  cache_max_entries: int = 100_000, cache_max_bytes: int = 256 * 1024 * 1024,
@@ -122,6 +129,7 @@ class KVProxy:
         self.linearizable = LinearizableReadCoalescer(linearizable_read_interval)
         self.cache = CoherentRangeCache(cache_max_entries, cache_max_bytes, detach=self.singleflight.forget)
         self._watch_stalled_at = -1  # W when a wait for the watch last timed out: do not wait again at it
+        self._fresh_tokens = cachetools.TTLCache(100_000, self.TOKEN_FRESH_S)
         # Raw-bytes upstream Range: a request that needs no namespace rewriting is forwarded as the
         # client sent it, and a linearizable answer goes back without being parsed.
         self._raw_range = upstream.channel.unary_unary(
@@ -156,6 +164,9 @@ class KVProxy:
             await self._admit(context, raw=raw)
         cache = self.cache
         cached = cache.get(cache_key)
+        recheck = False  # a cached answer, but its token must be re-checked upstream first
+        if cached and token and token not in self._fresh_tokens:
+            cached, recheck = None, True
         if cached:
             self._metrics.cache_hits += 1
             return cached
@@ -180,9 +191,12 @@ class KVProxy:
             if not req.serializable:
                 return await self.linearizable.read(
                     cache_key, lambda: self._linearizable_range(req, raw, forward))
-            self._metrics.cache_misses += 1
+            if not recheck:
+                self._metrics.cache_misses += 1
             data, revision = await self.singleflight.do(
                 cache_key, lambda: self._fill(cache_key, req, raw, forward))
+            if token:
+                self._fresh_tokens[token] = True
             if revision < at_least:
                 # The shared fill began before this request arrived and a newer answer was served
                 # meanwhile: read again, linearizably (at least as new as anything served).

@@ -279,6 +279,19 @@ class WriteBatch:
             ttl, _ = LEASE_RECORD.unpack(raw)
             self._txn.put(k, LEASE_RECORD.pack(ttl, remaining_ttl), db=self._env.leases)
 
+    def lease_keys(self, lease_id: int) -> list[bytes]:
+        """The keys attached to the lease as of this batch, sorted (auth's LeaseRevoke check)."""
+        return attached_keys(self._env, self._txn, lease_id)
+
+    # -- auth records (opaque: cluster/server/auth/store.py owns their meaning) --------------------
+    @_space_checked
+    def auth_put(self, key: bytes, value: bytes) -> None:
+        self._txn.put(key, value, db=self._env.auth)
+
+    @_space_checked
+    def auth_delete(self, key: bytes) -> None:
+        self._txn.delete(key, db=self._env.auth)
+
     # -- end of batch ------------------------------------------------------------------------------
     @_space_checked
     def commit(self, applied_index: int) -> list[tuple[int, list]]:

@@ -10,6 +10,10 @@ One LMDB environment (a directory holding data.mdb) with these databases:
               mod_revision only, version 0)
   leases      lease id -> (granted ttl, checkpointed remaining ttl)
   lease_keys  lease id + key ref -> user key
+  auth        the auth store's records (cluster/server/auth/store.py: users, roles, enabled flag,
+              auth revision), opaque to the MVCC store; written by WriteBatch.auth_put/auth_delete
+              in the batch of the entry that changed them. Not hashed (etcd's Hash covers its
+              auth buckets too: a deviation).
 
 Commits do not fsync (sync=False, metasync=False): the Raft log above is the durability point, and
 the applied index is committed in the same LMDB transaction as the data it covers.
@@ -29,7 +33,7 @@ from cluster.mvcc.ranges import RangeReader
 
 DEFAULT_MAP_SIZE = 8 << 30  # 8 GiB of address space; the file is sparse and grows as needed
 DATA_FILE = "data.mdb"
-_DB_NAMES = (b"meta", b"heads", b"revisions", b"history", b"leases", b"lease_keys")
+_DB_NAMES = (b"meta", b"heads", b"revisions", b"history", b"leases", b"lease_keys", b"auth")
 # hashed by Hash, in this order (meta is summarised by the current and compact revisions)
 _HASHED_DBS = (b"heads", b"revisions", b"history", b"leases", b"lease_keys")
 
@@ -53,6 +57,7 @@ class StoreEnv:
         self.history = dbs[b"history"]
         self.leases = dbs[b"leases"]
         self.lease_keys = dbs[b"lease_keys"]
+        self.auth = dbs[b"auth"]
         self.index = KeyIndex(dbs[b"heads"], dbs[b"revisions"])
         self.reader = RangeReader(self.index, self.history)
         self.history_reader = HistoryReader(self.index, self.reader, self.history)

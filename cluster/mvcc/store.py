@@ -164,6 +164,15 @@ class MVCCStore:
         """The keys attached to the lease, sorted."""
         return self._read(lambda env, txn: attached_keys(env, txn, lease_id))
 
+    def auth_records(self) -> list[tuple[bytes, bytes]]:
+        """Every record of the auth database (WriteBatch.auth_put), in key order."""
+
+        def read(env: StoreEnv, txn):
+            with txn.cursor(db=env.auth) as cur:
+                return list(cur.iternext())
+
+        return self._read(read)
+
     def db_size(self) -> int:
         """Bytes allocated by the database file (LMDB's high-water mark of pages)."""
         env = self._gate.acquire()

@@ -7,7 +7,8 @@ This is the seam's apply callback. For each batch handed over by the log:
 2. Back on the event loop: update the lessor (grants/revokes), feed the watch hub the committed
    changes, then resolve the proposers' futures in `RequestWait`.
 Nothing here validates requests; that happened before proposing (validation.py). What depends on
-state is decided here, identically on every member: NOSPACE gating, lease existence, revisions.
+state is decided here, identically on every member: NOSPACE gating, lease existence, revisions,
+auth (auth/store.py applies auth entries and checks each write's permission from its header).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class ApplyLoop:
     def __init__(self, store, lessor: Lessor, alarms: AlarmSet, wait: RequestWait,
                  notify_watchers: Callable[[list, int], None], *, membership=None,
                  observe_commit: Callable[[float], None] | None = None,
-                 count_ops: Callable[[internal_pb2.InternalRequest], None] | None = None):
+                 count_ops: Callable[[internal_pb2.InternalRequest], None] | None = None,
+                 auth=None):
         self.store = store
         self.lessor = lessor
         self.alarms = alarms
@@ -67,6 +69,7 @@ class ApplyLoop:
         self.membership = membership  # membership.Membership: published member attributes
         self._observe_commit = observe_commit
         self._count_ops = count_ops
+        self.auth = auth  # auth.store.AuthStore: auth entries, and permission checks of writes
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply")
         self._compaction_task: asyncio.Task | None = None
         self._compaction_waiters: list[asyncio.Future] = []
@@ -153,7 +156,10 @@ class ApplyLoop:
                     log.error("undecodable log entry", extra={"fields": {"index": entry.index}})
                     continue
                 try:
-                    result = self._apply_one(batch, req, outcome)
+                    if self.auth is not None and self.auth.handles(req):
+                        result = self.auth.apply(batch, req, entry.index)
+                    else:
+                        result = self._apply_one(batch, req, outcome)
                 except store_errors.MVCCError as exc:
                     result = errors.from_store_error(exc)
                 except errors.EtcdError as exc:
@@ -173,6 +179,8 @@ class ApplyLoop:
 
     def _apply_one(self, batch, req: internal_pb2.InternalRequest, outcome: BatchOutcome):
         kind = req.WhichOneof("request")
+        if self.auth is not None:
+            self.auth.check_write(batch, req)  # the caller's permission, from the entry's header
         if kind == "put":
             if self.alarms.no_space:
                 raise errors.NO_SPACE

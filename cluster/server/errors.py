@@ -54,6 +54,25 @@ MEMBER_NOT_ENOUGH_STARTED = EtcdError(
 MEMBER_NOT_LEARNER = EtcdError(_FP, "etcdserver: can only promote a learner member")
 MEMBER_BAD_URLS = EtcdError(_IA, "etcdserver: given member URLs are invalid")
 
+# Auth
+_PD = grpc.StatusCode.PERMISSION_DENIED
+ROOT_USER_NOT_EXIST = EtcdError(_FP, "etcdserver: root user does not exist")
+ROOT_ROLE_NOT_EXIST = EtcdError(_FP, "etcdserver: root user does not have root role")
+USER_ALREADY_EXIST = EtcdError(_FP, "etcdserver: user name already exists")
+USER_EMPTY = EtcdError(_IA, "etcdserver: user name is empty")
+USER_NOT_FOUND = EtcdError(_FP, "etcdserver: user name not found")
+ROLE_ALREADY_EXIST = EtcdError(_FP, "etcdserver: role name already exists")
+ROLE_NOT_FOUND = EtcdError(_FP, "etcdserver: role name not found")
+ROLE_EMPTY = EtcdError(_IA, "etcdserver: role name is empty")
+AUTH_FAILED = EtcdError(_IA, "etcdserver: authentication failed, invalid user ID or password")
+PERMISSION_DENIED = EtcdError(_PD, "etcdserver: permission denied")
+ROLE_NOT_GRANTED = EtcdError(_FP, "etcdserver: role is not granted to the user")
+PERMISSION_NOT_GRANTED = EtcdError(_FP, "etcdserver: permission is not granted to the role")
+AUTH_NOT_ENABLED = EtcdError(_FP, "etcdserver: authentication is not enabled")
+INVALID_AUTH_TOKEN = EtcdError(grpc.StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth token")
+INVALID_AUTH_MGMT = EtcdError(_IA, "etcdserver: invalid auth management")
+AUTH_OLD_REVISION = EtcdError(_IA, "etcdserver: revision of auth store is old")
+
 # Server
 REQUEST_TOO_LARGE = EtcdError(_IA, "etcdserver: request is too large")
 STOPPED = EtcdError(_UN, "etcdserver: server stopped")
@@ -68,6 +87,8 @@ NOT_CAPABLE = EtcdError(_UN, "etcdserver: not capable")
 
 # Watch: not a gRPC status but the cancel_reason of a WatchResponse (mvcc.ErrWatcherDuplicateID).
 WATCH_DUPLICATE_ID_REASON = "mvcc: duplicate watch ID provided on the WatchStream"
+# a watch the caller may not read: the gRPC error's text form (rpctypes.ErrGRPCPermissionDenied)
+WATCH_PERMISSION_DENIED_REASON = "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
 
 
 def from_store_error(exc: Exception) -> EtcdError:

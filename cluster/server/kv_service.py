@@ -19,6 +19,7 @@ from cluster.mvcc import errors as store_errors
 from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
 from . import errors, validation
+from .auth import gate
 from .errors import EtcdError
 from .metrics import MemberMetrics
 from .proposer import Proposer, ResponseHeaders
@@ -43,6 +44,7 @@ class KVService(rpc_pb2_grpc.KVServicer):
     async def Range(self, request: rpc_pb2.RangeRequest, context: grpc.aio.ServicerContext):
         try:
             validation.check_range(request)
+            gate.check_range(request.key, request.range_end)
             if not request.serializable:
                 await self._log.read_barrier()
             if request.range_end:
@@ -82,6 +84,7 @@ class KVService(rpc_pb2_grpc.KVServicer):
         try:
             validation.check_txn(request, self._max_txn_ops)
             if validation.is_txn_read_only(request):
+                gate.check_txn_reads(request)
                 if not validation.is_txn_serializable(request):
                     await self._log.read_barrier()
                 resp = await self._apply_loop.read_only_txn(request)

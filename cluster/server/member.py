@@ -33,6 +33,10 @@ from protos.kvpb import internal_pb2
 
 from .alarms import AlarmSet
 from .applier import ApplyLoop
+from .auth.gate import AuthInterceptor
+from .auth.service import AuthService
+from .auth.store import AuthStore
+from .auth.tokens import build_token_provider
 from .cluster_service import ClusterService
 from .compactor import AutoCompactor, parse_retention
 from .errors import EtcdError
@@ -57,7 +61,7 @@ log = logging.getLogger(__name__)
 SERVER_VERSION = "0.1.0"  # our own release, in etcd's MAJOR.MINOR.PATCH form (Status.version)
 KEY_COUNT_INTERVAL = 5.0  # seconds between refreshes of etcd_debugging_mvcc_keys_total
 GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd: grpc MaxRecvMsgSize = max-request-bytes + this
-SERVICE_NAMES = [s.full_name for s in rpc_pb2.DESCRIPTOR.services_by_name.values() if s.name != "Auth"]
+SERVICE_NAMES = [s.full_name for s in rpc_pb2.DESCRIPTOR.services_by_name.values()]
 
 
 @dataclass
@@ -87,6 +91,8 @@ class MemberConfig:
     local_log: bool = False  # True: LocalLog instead of Raft (one member only)
     client_tls: TLSInfo = field(default_factory=TLSInfo)  # https:// client and metrics URLs
     peer_tls: TLSInfo = field(default_factory=TLSInfo)  # https:// peer URLs, served and dialed
+    auth_token: str = "simple"  # --auth-token: "simple" or "jwt,pub-key=...,priv-key=...,..."
+    auth_token_ttl: float = 300.0  # --auth-token-ttl (simple tokens), seconds
 
 
 def host_port(url: str) -> str:
@@ -123,6 +129,8 @@ class Member:
         os.makedirs(self._member_dir, exist_ok=True)
         self.store = store = await loop.run_in_executor(
             self._readers, MVCCStore, os.path.join(self._member_dir, "store"))
+        self.auth = AuthStore(build_token_provider(cfg.auth_token, cfg.auth_token_ttl))
+        self.auth.load(await loop.run_in_executor(self._readers, store.auth_records))
         self.log = self._build_log()
         self.headers = ResponseHeaders(self.membership.cluster_id, self.member_id, self.log, store)
         self.wait = RequestWait()
@@ -141,7 +149,7 @@ class Member:
         self.apply_loop = ApplyLoop(store, self.lessor, self.alarms, self.wait, self.hub.notify,
                                     membership=self.membership,
                                     observe_commit=self.metrics.backend_commit.observe,
-                                    count_ops=self.metrics.count_applied)
+                                    count_ops=self.metrics.count_applied, auth=self.auth)
         self.proposer = Proposer(self.log, self.wait, RequestIdGenerator(self.member_id),
                                  max_request_bytes=cfg.max_request_bytes, timeout=cfg.request_timeout)
         self.quota = BackendQuota(store, self.alarms, quota_bytes_from_flag(cfg.quota_backend_bytes),
@@ -173,7 +181,11 @@ class Member:
         cfg = self.cfg
         grpc_metrics = GrpcServerMetrics(self.registry)
         grpc_metrics.initialize(rpc_pb2.DESCRIPTOR.services_by_name[n.split(".")[-1]] for n in SERVICE_NAMES)
-        server = grpc.aio.server(interceptors=[grpc_metrics], options=[
+        # --client-cert-auth (etcd's ClientTLSInfo.ClientCertAuth) lives in cfg.client_tls once the
+        # TLS work is merged; until then no member verifies client certificates.
+        cert_auth = getattr(getattr(cfg, "client_tls", None), "client_cert_auth", False)
+        auth = AuthInterceptor(self.auth, client_cert_auth=cert_auth)
+        server = grpc.aio.server(interceptors=[grpc_metrics, auth], options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", cfg.max_request_bytes + GRPC_OVERHEAD_BYTES),
             ("grpc.max_send_message_length", 2 ** 31 - 1),
@@ -198,6 +210,7 @@ class Member:
                 version=SERVER_VERSION, snapshot_dir=os.path.join(self._member_dir, "snap"),
                 readers=self._readers, request_timeout=cfg.request_timeout),
             "Cluster": ClusterService(self.membership, self.headers),
+            "Auth": AuthService(self.auth, self.log, self.proposer, self.headers),
         }
         for name, servicer in services.items():
             add_servicer(server, rpc_pb2.DESCRIPTOR.services_by_name[name], servicer, rpc_pb2)

@@ -16,6 +16,7 @@ from protos.etcdserverpb import rpc_pb2
 from protos.kvpb import internal_pb2
 
 from . import errors
+from .auth import gate
 from .request_wait import RequestIdGenerator, RequestWait
 
 
@@ -64,6 +65,9 @@ class Proposer:
 
     async def propose(self, **request):
         req = internal_pb2.InternalRequest(id=self._ids.next(), **request)
+        header = gate.request_header()  # the caller, for apply-time permission checks
+        if header is not None:
+            req.header.CopyFrom(header)
         data = req.SerializeToString()
         if len(data) > self._max_request_bytes:
             raise errors.REQUEST_TOO_LARGE

@@ -34,6 +34,7 @@ class MemberStoreImage:
         await m.apply_loop.run_exclusive(store.replace_with, path)
         leases = await asyncio.get_running_loop().run_in_executor(None, store.leases)
         m.lessor.reset(leases)
+        m.auth.load(await asyncio.get_running_loop().run_in_executor(None, store.auth_records))
         hub = getattr(m, "hub", None)
         if hub is not None:
             hub.resync_all()

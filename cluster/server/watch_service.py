@@ -22,6 +22,7 @@ import grpc
 from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
 from . import errors
+from .auth import gate
 from .proposer import ResponseHeaders
 from .watch_hub import Watcher, WatchHub, WatchOutbox
 
@@ -65,6 +66,13 @@ def fragments(resp: rpc_pb2.WatchResponse, limit: int) -> list[rpc_pb2.WatchResp
         piece.fragment = i < len(out) - 1
         pieces.append(piece)
     return pieces
+
+
+def _permission_range(creq: rpc_pb2.WatchCreateRequest) -> tuple[bytes, bytes]:
+    """The range etcd 3.4 checks for a watch: an empty key is "\\0", and a from-key watch
+    (range_end "\\0") is checked as its start key alone (etcd's quirk, kept)."""
+    key = creq.key or b"\0"
+    return key, b"" if creq.range_end == b"\0" else creq.range_end
 
 
 class _StreamState:
@@ -140,6 +148,11 @@ class WatchService(rpc_pb2_grpc.WatchServicer):
 
     def _create(self, creq: rpc_pb2.WatchCreateRequest, outbox: WatchOutbox, state: _StreamState) -> None:
         header = self._headers.make(self._hub.notified_rev)
+        if not gate.watch_permitted(*_permission_range(creq)):  # etcd 3.4.23: id -1, stream goes on
+            outbox.put_control(rpc_pb2.WatchResponse(
+                header=header, watch_id=-1, created=True, canceled=True,
+                cancel_reason=errors.WATCH_PERMISSION_DENIED_REASON))
+            return
         watch_id = state.pick_id(creq.watch_id)
         if watch_id is None:
             outbox.put_control(rpc_pb2.WatchResponse(
