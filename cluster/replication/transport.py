@@ -100,6 +100,7 @@ class PeerStream:
         self._dropped = 0
         self._heartbeat_sent_at: float | None = None  # oldest unanswered heartbeat (RTT)
         self._delivered = False  # a batch went out on the current call
+        self.connected = False  # a batch went out and the call has not broken since
         self._last_warning = 0.0
 
     def start(self) -> None:
@@ -144,6 +145,7 @@ class PeerStream:
                     call.cancel()
                     raise
                 except Exception as exc:
+                    self.connected = False
                     reason = await self._failure_reason(call, exc)
                     call.cancel()
                     if reason.endswith(REMOVED_MEMBER) and self._on_removed is not None:
@@ -198,7 +200,7 @@ class PeerStream:
                 if not batch.messages:
                     continue
                 await call.write(batch)
-                self._delivered = True
+                self._delivered = self.connected = True
                 if self._count_sent is not None:
                     self._count_sent(size)
 
@@ -315,7 +317,9 @@ class PeerTransport:
         """`time.monotonic()` since which messages from `peer_id` arrived without a gap longer
         than `INACTIVE_AFTER`; None when it has not been heard from for that long."""
         heard = self._heard.get(peer_id)
-        if heard is None or time.monotonic() - heard[1] > INACTIVE_AFTER:
+        stream = self._streams.get(peer_id)
+        if heard is None or time.monotonic() - heard[1] > INACTIVE_AFTER or stream is None \
+                or not stream.connected:
             return None
         return heard[0]
 
