@@ -226,19 +226,21 @@ def test_restarted_and_snapshot_caught_up_members_report_the_current_membership(
     m1, m2, m3 = spec.members
     try:
         view.wait_leader()
-        view.kill("m2")
-        # A membership change m2 misses, then enough writes for the leader to compact past it.
         m4 = new_member(str(tmp_path), "m4")
         stub = cluster_stub(m1)
         added = retry(lambda: stub.MemberAdd(rpc_pb2.MemberAddRequest(peerURLs=[m4.peer_url], isLearner=True),
                                              timeout=15), (UNHEALTHY,)).member.ID
-        stub.MemberUpdate(rpc_pb2.MemberUpdateRequest(ID=added, peerURLs=[m4.peer_url]), timeout=15)
+        # A membership change m2 misses (an update needs no healthy cluster), then enough writes
+        # for the leader to compact its log past it.
+        view.kill("m2")
+        moved = f"http://127.0.0.1:{free_port()}"
+        retry(lambda: stub.MemberUpdate(rpc_pb2.MemberUpdateRequest(ID=added, peerURLs=[moved]), timeout=15), ())
         kv = rpc_pb2_grpc.KVStub(grpc.insecure_channel(m1.endpoint))
         for i in range(200):
             kv.Put(rpc_pb2.PutRequest(key=b"k%d" % i, value=b"v"), timeout=15)
         view.restart("m2")
         expected = sorted((x.ID, x.isLearner, tuple(x.peerURLs)) for x in member_list(m1))
-        assert len(expected) == 4
+        assert len(expected) == 4 and (added, True, (moved,)) in expected
         wait_until(lambda: sorted((x.ID, x.isLearner, tuple(x.peerURLs)) for x in member_list(m2)) == expected,
                    60, "m2 to learn the membership it missed")
         assert "installed leader snapshot" in procs.log_tail("kv-m2", 400)
