@@ -252,7 +252,7 @@ class Member:
         being applied here means the log has a leader and this member has applied everything
         committed before it, so no client sees "no leader" or an index that moves by itself."""
         local = self.membership.local
-        attrs = internal_pb2.MemberAttributes(member_id=local.id, name=local.name,
+        attrs = internal_pb2.MemberAttributes(member_id=local.id, name=self.cfg.name,
                                               client_urls=self.cfg.advertise_client_urls)
         while not self._stopped.is_set():
             try:
@@ -263,7 +263,7 @@ class Member:
                 await asyncio.sleep(0.05)
                 continue
             log.info("published local member to cluster through raft", extra={"fields": {
-                "name": local.name, "member_id": f"{local.id:x}",
+                "name": self.cfg.name, "member_id": f"{local.id:x}",
                 "client_urls": list(self.cfg.advertise_client_urls)}})
             return
 
