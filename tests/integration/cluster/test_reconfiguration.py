@@ -70,6 +70,16 @@ def add_and_promote(via: Member, view: ClusterView, m: Member, members: list[Mem
     assert resp.member.isLearner and list(resp.member.peerURLs) == [m.peer_url]
     assert resp.member.ID in [x.ID for x in resp.members]
     start_joining(view, m, [*members, m])
+    # A learner serves only serializable reads and Status (etcd 3.4's learner interceptor).
+    kv = rpc_pb2_grpc.KVStub(grpc.insecure_channel(m.endpoint))
+    with pytest.raises(grpc.RpcError) as exc:
+        kv.Put(rpc_pb2.PutRequest(key=b"learner", value=b"v"), timeout=15)
+    assert (exc.value.code(), exc.value.details()) == (grpc.StatusCode.UNAVAILABLE,
+                                                       "etcdserver: rpc not supported for learner")
+    with pytest.raises(grpc.RpcError):
+        kv.Range(rpc_pb2.RangeRequest(key=b"k"), timeout=15)
+    kv.Range(rpc_pb2.RangeRequest(key=b"k", serializable=True), timeout=15)
+    rpc_pb2_grpc.MaintenanceStub(grpc.insecure_channel(m.endpoint)).Status(rpc_pb2.StatusRequest(), timeout=15)
     retry(lambda: stub.MemberPromote(rpc_pb2.MemberPromoteRequest(ID=resp.member.ID), timeout=15),
           (NOT_READY,), timeout=120)
     return resp.member.ID
