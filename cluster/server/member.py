@@ -289,7 +289,39 @@ class Member:
         membership from --initial-cluster (bootstrap: the log starts with its voters), or, with
         --initial-cluster-state existing, the running cluster's, asked from the other members of
         --initial-cluster (etcd's GetClusterFromRemotePeers), this member found by its peer
-        URLs. `dirty`: not yet in the store."""
+        URLs. `dirty`: not yet in the store. This member's own ID comes from `member/identity`
+        once it exists (`_keep_identity`)."""
+        loop = asyncio.get_running_loop()
+        resolved = await self._resolve_membership_record()
+        membership = resolved[0]
+        local_id = await loop.run_in_executor(self._readers, self._keep_identity, membership.local_id)
+        membership.local_id = local_id
+        return resolved
+
+    def _keep_identity(self, local_id: int) -> int:
+        """This member's ID, kept in `member/identity` from its first start (a store image
+        installed from the leader carries the leader's view of who is local, so the ID must
+        live outside the store); written (fsynced) when missing."""
+        path = os.path.join(self._member_dir, "identity")
+        try:
+            with open(path) as f:
+                return int(f.read().strip(), 16)
+        except FileNotFoundError:
+            pass
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{local_id:x}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fd = os.open(self._member_dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return local_id
+
+    async def _resolve_membership_record(self) -> tuple[Membership, bool, bool]:
         cfg = self.cfg
         raw = await asyncio.get_running_loop().run_in_executor(
             self._readers, self.store.server_record, STORE_META_KEY)

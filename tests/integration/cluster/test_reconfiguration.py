@@ -262,6 +262,13 @@ def test_restarted_and_snapshot_caught_up_members_report_the_current_membership(
         wait_until(lambda: sorted((x.ID, x.isLearner, tuple(x.peerURLs)) for x in member_list(m2)) == expected,
                    60, "m2 to learn the membership it missed")
         assert "installed leader snapshot" in procs.log_tail("kv-m2", 400)
+        # Restarted after installing the leader's image, m2 is still m2 (the image carries the
+        # leader's membership record: the member's own ID is kept outside the store).
+        m2_id = view.clients["m2"].status(timeout=5).header.member_id
+        view.kill("m2")
+        view.restart("m2")
+        assert view.clients["m2"].status(timeout=5).header.member_id == m2_id
+        assert sorted((x.ID, x.isLearner, tuple(x.peerURLs)) for x in member_list(m2)) == expected
         view.kill("m1")  # and a plain restart keeps it
         view.restart("m1")
         assert sorted((x.ID, x.isLearner, tuple(x.peerURLs)) for x in member_list(m1)) == expected
