@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from cluster.mvcc.store import MVCCStore
+from cluster.raft.wal import WAL
 from cluster.replication.factory import build_replicated_log
 from cluster.replication.transport import fetch_cluster_members
 from monitoring.grpc_metrics import GrpcServerMetrics
@@ -284,8 +285,8 @@ class Member:
                 "request": next(iter(request)), "error": exc.message}})
 
     async def _resolve_membership(self) -> tuple[Membership, bool, bool]:
-        """(membership, bootstrap, dirty): the store's record if it has one (a restart: flags
-        are ignored, as etcd ignores them once it has a WAL); else a new cluster's founding
+        """(membership, bootstrap, dirty): the store's record if it has one and a WAL (a
+        restart: flags are ignored, as etcd ignores them once it has a WAL); else a new cluster's founding
         membership from --initial-cluster (bootstrap: the log starts with its voters), or, with
         --initial-cluster-state existing, the running cluster's, asked from the other members of
         --initial-cluster (etcd's GetClusterFromRemotePeers), this member found by its peer
@@ -325,8 +326,10 @@ class Member:
         cfg = self.cfg
         raw = await asyncio.get_running_loop().run_in_executor(
             self._readers, self.store.server_record, STORE_META_KEY)
-        if raw is not None:
+        if raw is not None and WAL.exists(os.path.join(self._member_dir, "wal")):
             return Membership.decode(raw), True, False
+        # (a record without a WAL: a store restored from a snapshot, which starts a new cluster
+        # from the flags, as etcd's snapshot restore rewrites the membership)
         if cfg.initial_cluster_state != "existing" or cfg.local_log:
             return Membership.from_flags(cfg.name, cfg.initial_cluster, cfg.initial_advertise_peer_urls,
                                          cfg.advertise_client_urls, cfg.initial_cluster_token), True, True
