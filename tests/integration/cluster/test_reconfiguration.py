@@ -274,3 +274,20 @@ def test_restarted_and_snapshot_caught_up_members_report_the_current_membership(
         assert sorted((x.ID, x.isLearner, tuple(x.peerURLs)) for x in member_list(m1)) == expected
     finally:
         view.close()
+
+
+def test_removing_the_leader_through_a_follower(kv3):
+    spec = kv3.spec
+    leader = kv3.wait_leader()
+    follower = next(m for m in spec.members if m.name != leader)
+    ids = ids_by_name(follower)
+    remove(follower, ids[leader])
+    proc = kv3.procs.procs[f"kv-{leader}"]
+    wait_until(lambda: proc.poll() is not None, 30, "the removed leader to exit")
+    assert proc.returncode == 0
+    rest = [m.name for m in spec.members if m.name != leader]
+    new_leader = kv3.wait_leader(among=rest, timeout=30)
+    assert new_leader != leader
+    kv = rpc_pb2_grpc.KVStub(grpc.insecure_channel(follower.endpoint))
+    retry(lambda: kv.Put(rpc_pb2.PutRequest(key=b"after", value=b"v"), timeout=15), ())
+    assert sorted(x.name for x in member_list(follower)) == sorted(rest)
