@@ -297,6 +297,17 @@ class Member:
         membership = resolved[0]
         local_id = await loop.run_in_executor(self._readers, self._keep_identity, membership.local_id)
         membership.local_id = local_id
+        cfg = self.cfg
+        if cfg.initial_cluster_state == "new" and not resolved[2]:
+            flags = Membership.from_flags(cfg.name, cfg.initial_cluster, cfg.initial_advertise_peer_urls,
+                                          cfg.advertise_client_urls, cfg.initial_cluster_token)
+            if (flags.local_id, flags.cluster_id) != (local_id, membership.cluster_id):
+                raise ValueError(
+                    f"data dir {cfg.data_dir} belongs to member {local_id:x} of cluster "
+                    f"{membership.cluster_id:x}, but --name/--initial-cluster/--initial-cluster-token "
+                    f"describe member {flags.local_id:x} of cluster {flags.cluster_id:x}: it is another "
+                    "cluster's data dir; use a fresh --data-dir (a member that joined with "
+                    "--initial-cluster-state existing restarts with it too)")
         return resolved
 
     def _keep_identity(self, local_id: int) -> int:
