@@ -291,3 +291,26 @@ def test_removing_the_leader_through_a_follower(kv3):
     kv = rpc_pb2_grpc.KVStub(grpc.insecure_channel(follower.endpoint))
     retry(lambda: kv.Put(rpc_pb2.PutRequest(key=b"after", value=b"v"), timeout=15), ())
     assert sorted(x.name for x in member_list(follower)) == sorted(rest)
+
+
+def test_joining_without_being_added_is_refused_with_a_clear_message(kv3, tmp_path):
+    spec = kv3.spec
+    m4 = new_member(str(tmp_path), "m4")
+    initial = ",".join(f"{m.name}={m.peer_url}" for m in [*spec.members, m4])
+    argv = [*KVCLUSTER, "--name", "m4", "--data-dir", m4.data_dir,
+            "--listen-client-urls", m4.client_url, "--advertise-client-urls", m4.client_url,
+            "--listen-peer-urls", m4.peer_url, "--initial-advertise-peer-urls", m4.peer_url,
+            "--initial-cluster", initial, "--initial-cluster-state", "existing",
+            "--initial-cluster-token", spec.token]
+    proc = kv3.procs.start("kv-m4", argv)
+    wait_until(lambda: proc.poll() is not None, 60, "m4 to refuse to join")
+    assert proc.returncode == 2
+    assert "error validating peerURLs" in kv3.procs.log_tail("kv-m4") and "member count is unequal" in \
+        kv3.procs.log_tail("kv-m4")
+    # No reachable peer at all: etcd's "cannot fetch cluster info from peer urls".
+    dead = f"http://127.0.0.1:{free_port()}"
+    argv[argv.index("--initial-cluster") + 1] = f"x={dead},m4={m4.peer_url}"
+    proc = kv3.procs.start("kv-m4-alone", argv)
+    wait_until(lambda: proc.poll() is not None, 60, "m4 to give up")
+    assert proc.returncode == 2
+    assert "cannot fetch cluster info from peer urls" in kv3.procs.log_tail("kv-m4-alone")
