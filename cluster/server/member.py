@@ -127,6 +127,9 @@ class Member:
             self._readers, MVCCStore, os.path.join(self._member_dir, "store"))
         self.membership, bootstrap, dirty = await self._resolve_membership()
         self.member_id = self.membership.local_id
+        # Only a member that joined (or restarts as a learner) can be a learner: etcd 3.4 never
+        # demotes, so the others serve without the learner gate's per-call cost.
+        self._may_be_learner = not bootstrap or self.membership.local.is_learner
         self.log = self._build_log(bootstrap)
         self.headers = ResponseHeaders(self.membership.cluster_id, self.member_id, self.log, store)
         self.wait = RequestWait()
@@ -184,8 +187,10 @@ class Member:
 
         grpc_metrics = GrpcServerMetrics(self.registry)
         grpc_metrics.initialize(rpc_pb2.DESCRIPTOR.services_by_name[n.split(".")[-1]] for n in SERVICE_NAMES)
-        learner_gate = LearnerGate(lambda: self.membership.local.is_learner)
-        server = grpc.aio.server(interceptors=[grpc_metrics, learner_gate], options=[
+        interceptors = [grpc_metrics]
+        if self._may_be_learner:
+            interceptors.append(LearnerGate(lambda: self.membership.local.is_learner))
+        server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", cfg.max_request_bytes + GRPC_OVERHEAD_BYTES),
             ("grpc.max_send_message_length", 2 ** 31 - 1),
