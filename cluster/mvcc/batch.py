@@ -21,6 +21,7 @@ from cluster.mvcc.encoding import (
     META_COMPACTION_LAYOUT,
     META_STATE,
     META_STATE_LAYOUT,
+    SERVER_RECORD_PREFIX,
     REVISION,
     key_ref,
 )
@@ -291,6 +292,13 @@ class WriteBatch:
     @_space_checked
     def auth_delete(self, key: bytes) -> None:
         self._txn.delete(key, db=self._env.auth)
+
+    @_space_checked
+    def put_server_record(self, name: bytes, value: bytes) -> None:
+        """Keep a server record (e.g. the membership) with this batch: committed atomically with
+        the applied index, carried in the store's image; read back with
+        `MVCCStore.server_record`. Not part of the key space nor of any hash."""
+        self._txn.put(SERVER_RECORD_PREFIX + name, value, db=self._env.meta)
 
     # -- end of batch ------------------------------------------------------------------------------
     @_space_checked

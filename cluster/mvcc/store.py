@@ -24,6 +24,7 @@ from cluster.mvcc.encoding import (
     META_SCHEMA,
     META_STATE,
     META_STATE_LAYOUT,
+    SERVER_RECORD_PREFIX,
     SCHEMA_VERSION,
 )
 from cluster.mvcc.env import DATA_FILE, DEFAULT_MAP_SIZE, EnvGate, StoreEnv
@@ -92,6 +93,10 @@ class MVCCStore:
                 return fn(env, txn)
         finally:
             self._gate.release()
+
+    def server_record(self, name: bytes) -> Optional[bytes]:
+        """A record written by `WriteBatch.put_server_record`, as last committed; None if never."""
+        return self._read(lambda env, txn: txn.get(SERVER_RECORD_PREFIX + name, db=env.meta))
 
     def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
         def read(env: StoreEnv, txn):

@@ -22,7 +22,9 @@ Tasks (all on the member's event loop; blocking I/O on the driver's `wal` worker
 
 Exactly once across restarts: the core re-delivers every committed entry after its snapshot; the
 applier passes only entries past the store's `applied_index` to the apply callback, while conf
-changes are always re-applied to the core (it keeps membership in memory only).
+changes are always re-applied to the core (it keeps membership in memory only). A conf change
+entry reaches the apply callback with its ConfChange's context as data (the application's
+description of the change; empty for the bootstrap entries).
 
 Snapshots (with a `StoreImage`, seam.py): the store is the state machine image, so a Raft
 snapshot holds only (index, term, ConfState).
@@ -57,6 +59,7 @@ from typing import Callable, Protocol
 
 from cluster.raft import (
     Config,
+    ConfChange,
     ConfState,
     EntryType,
     HardState,
@@ -202,7 +205,7 @@ class RaftDriver:
         self._node = RawNode(Config(
             id=self.node_id, storage=self._storage, rng=self._rng, applied=snap_index,
             election_tick=self._election_ticks, heartbeat_tick=1))
-        if fresh:
+        if fresh and self._voters:  # a member joining a running cluster starts empty
             self._node.bootstrap(self._voters)
         self._apply = apply
         self._apply_floor = self._applied = applied_index
@@ -298,6 +301,26 @@ class RaftDriver:
                 return False
             await asyncio.sleep(self._tick_interval)
         return True
+
+    def propose_conf_change(self, cc: ConfChange) -> None:
+        """Propose a membership change; `cc.context` reaches the apply callback as the entry's
+        data when it commits (the core applies `cc` itself at hand-out). Raises "no leader" /
+        "leader changed" when the core refuses it, as `propose` does; the leader also refuses
+        while an earlier conf change is not applied."""
+        if self._stopped:
+            raise server_errors.STOPPED
+        try:
+            self._node.propose_conf_change(cc)
+        except RequestDropped:
+            raise NO_LEADER if self._node.raft.lead == 0 else LEADER_CHANGED from None
+        self._wake.set()
+
+    def match_index(self, member_id: int) -> int | None:
+        """Leader only: the highest log index known replicated on `member_id` (None: unknown)."""
+        if self._node is None:
+            return None
+        pr = self._node.status().progress.get(member_id)
+        return None if pr is None else pr.match
 
     def is_voter(self, member_id: int) -> bool:
         """Whether `member_id` is a voting member in the current configuration."""
@@ -451,8 +474,9 @@ class RaftDriver:
         for e in committed:
             data = e.data
             if e.type == EntryType.CONF_CHANGE:
-                self._conf_at.append((e.index, self._node.apply_conf_change(decode_conf_change(data))))
-                data = b""  # the store records its index only
+                cc = decode_conf_change(data)
+                self._conf_at.append((e.index, self._node.apply_conf_change(cc)))
+                data = cc.context  # the application's change (empty for bootstrap entries)
             if e.index > floor:
                 out.append(Entry(e.index, e.term, data))
         if out:

@@ -8,6 +8,8 @@ Identity and checks, as etcd does them:
   URLs + token; sha1 of the sorted member ids);
 - this member's --name must appear in --initial-cluster, with exactly its
   --initial-advertise-peer-urls;
+- with --initial-cluster-state existing the same holds; the member's identity then comes from
+  the running cluster (cluster/server/member.py);
 - --election-timeout must be at least 5 x --heartbeat-interval (etcd's rule); one tick is one
   heartbeat interval, the election timeout is election-timeout / heartbeat-interval ticks;
 - the WAL remembers the member and cluster ids it was created for (raft_wal.MemberWAL): a data
@@ -42,9 +44,6 @@ def check_flags(cfg) -> None:
             f"--heartbeat-interval[{cfg.heartbeat_interval_ms}ms]")
     if getattr(cfg, "snapshot_count", 1) <= 0:
         raise BootstrapError(f"--snapshot-count must be positive, got {cfg.snapshot_count}")
-    if cfg.initial_cluster_state != "new":
-        raise BootstrapError(
-            "--initial-cluster-state existing (joining a running cluster) is not supported yet")
     configured = parse_initial_cluster(cfg.initial_cluster)
     if cfg.name not in configured:
         raise BootstrapError(
@@ -58,10 +57,13 @@ def check_flags(cfg) -> None:
 
 
 def build_replicated_log(cfg, membership: Membership, member_dir: str, registry: CollectorRegistry,
-                         *, observe_fsync=None, on_fatal=None, image=None) -> RaftDriver:
+                         *, observe_fsync=None, on_fatal=None, image=None, bootstrap=True,
+                         on_removed=None) -> RaftDriver:
     """A `RaftDriver` for this member: WAL under `member_dir`/wal, snapshot files under
     `member_dir`/snap, peers from `membership`, metrics in `registry`; `image`: the store as
-    snapshots see it (seam.StoreImage). Raises `BootstrapError` for bad flags.
+    snapshots see it (seam.StoreImage). `bootstrap`: an empty log starts with `membership`'s
+    voters (a new cluster), else empty (joining a running one). `on_removed()`: a peer refused
+    this member as removed from the cluster. Raises `BootstrapError` for bad flags.
 
     Test knobs (environment): `KVCLUSTER_WAL_SEGMENT_BYTES` (WAL segment size, default 64 MiB)
     and `KVCLUSTER_SNAPSHOT_CATCHUP_ENTRIES` (entries kept behind a compaction, default 5000)."""
@@ -74,9 +76,10 @@ def build_replicated_log(cfg, membership: Membership, member_dir: str, registry:
     metrics = ReplicationMetrics(registry)
     transport = PeerTransport(
         local.id, membership.cluster_id, {m.id: m.peer_urls[0] for m in membership.members},
-        cfg.listen_peer_urls, metrics=metrics, tls=getattr(cfg, "peer_tls", None))
+        cfg.listen_peer_urls, metrics=metrics, tls=getattr(cfg, "peer_tls", None),
+        removed=membership.removed, on_removed=on_removed)
     return RaftDriver(
-        local.id, [m.id for m in membership.members],
+        local.id, [m.id for m in membership.voters()] if bootstrap else [],
         MemberWAL(os.path.join(member_dir, "wal"), local.id, membership.cluster_id,
                   snap_dir=os.path.join(member_dir, "snap"), segment_size=_segment_size()),
         transport,

@@ -28,6 +28,7 @@ import grpc
 
 from cluster.raft import CodecError, Message, MessageType
 from cluster.raft.codec import decode_message
+from cluster.server.errors import EtcdError
 from protos.kvpb import peer_pb2, peer_pb2_grpc
 
 from cluster.tls import TLSInfo, is_tls_url
@@ -47,6 +48,8 @@ def peer_target(url: str) -> str:
 
 
 NOT_LEADER = "not leader"
+# etcd's rafthttp errMemberRemoved: what a removed member is told, and stops with
+REMOVED_MEMBER = "the member has been permanently removed from the cluster"
 
 LeaseAnswer = tuple[int, int] | None
 """(ttl, granted ttl) of a lease, or None when the lease does not exist."""
@@ -61,6 +64,16 @@ class LeasePrimary(Protocol):
 
     def time_to_live_as_leader(self, lease_id: int) -> LeaseAnswer:
         """(remaining seconds, granted ttl) or None."""
+
+
+class ClusterHandler(Protocol):
+    """The member's Cluster service as peers reach it."""
+
+    async def forwarded(self, method: str, request: bytes) -> bytes:
+        """A Member* call a follower forwarded: the serialized response; raises `EtcdError`."""
+
+    def cluster_members(self) -> peer_pb2.ClusterMembersResponse:
+        """The current membership (for a member joining the cluster)."""
 
 
 class SnapshotReceiver(Protocol):
@@ -87,7 +100,8 @@ class RaftPeerService(peer_pb2_grpc.RaftPeerServicer):
     def __init__(self, cluster_id: int, member_id: int, step: Callable[[Message], None], *,
                  count_received: Callable[[int, int], None] | None = None,
                  snapshots: SnapshotReceiver | None = None,
-                 count_snapshot: Callable[..., None] | None = None):
+                 count_snapshot: Callable[..., None] | None = None,
+                 is_removed: Callable[[int], bool] = lambda _id: False):
         """`step(message)`: the driver's input (event loop, never blocks).
         `count_received(from_id, nbytes)`: a metric hook."""
         self._cluster_id = cluster_id
@@ -96,7 +110,9 @@ class RaftPeerService(peer_pb2_grpc.RaftPeerServicer):
         self._count_received = count_received
         self._snapshots = snapshots
         self._count_snapshot = count_snapshot
+        self._is_removed = is_removed
         self.lease_primary: LeasePrimary | None = None
+        self.cluster_handler: ClusterHandler | None = None
 
     async def Stream(self, request_iterator, context: grpc.aio.ServicerContext):
         async for batch in request_iterator:
@@ -108,6 +124,8 @@ class RaftPeerService(peer_pb2_grpc.RaftPeerServicer):
             if header.to != self._member_id:
                 await self._refuse(context, sender, f"this is member {self._member_id:x}, "
                                    f"not {header.to:x}")
+            if self._is_removed(sender):
+                await self._refuse(context, sender, REMOVED_MEMBER)
             size = 0
             for raw in batch.messages:
                 size += len(raw)
@@ -199,6 +217,25 @@ class RaftPeerService(peer_pb2_grpc.RaftPeerServicer):
         if answer is None:
             return peer_pb2.LeaseForwardResult(found=False)
         return peer_pb2.LeaseForwardResult(found=True, ttl=answer[0], granted_ttl=answer[1])
+
+    async def Member(self, request: peer_pb2.MemberCall, context: grpc.aio.ServicerContext):
+        header = request.header
+        if header.cluster_id != self._cluster_id or header.to != self._member_id:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"member call for cluster {header.cluster_id:x} member {header.to:x}: "
+                                f"this is cluster {self._cluster_id:x} member {self._member_id:x}")
+        if self.cluster_handler is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "etcdserver: not capable")
+        try:
+            response = await self.cluster_handler.forwarded(request.method, request.request)
+        except EtcdError as exc:
+            await context.abort(exc.code, exc.message)
+        return peer_pb2.MemberCallResult(response=response)
+
+    async def ClusterMembers(self, request, context: grpc.aio.ServicerContext):
+        if self.cluster_handler is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "etcdserver: not capable")
+        return self.cluster_handler.cluster_members()
 
     async def _refuse(self, context: grpc.aio.ServicerContext, sender: int, reason: str) -> None:
         log.warning("refused peer stream", extra={"fields": {"from": f"{sender:x}", "reason": reason}})

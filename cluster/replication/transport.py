@@ -20,6 +20,12 @@ TLS: a peer whose URL is https:// is dialed over TLS with the --peer-* files (`p
 its certificate must chain to --peer-trusted-ca-file and name the URL's host, and ours is
 presented as the client certificate. https:// listen URLs are served with the same files.
 
+Membership at runtime: `set_peers` opens, redirects and closes peers' streams as membership
+changes are applied, and makes the peer service refuse removed members (`REMOVED_MEMBER`). A stream refused with that reason means this member
+was removed: `on_removed` is called (the member stops, as etcd's does). `active_since(id)` is
+when this member started hearing from a peer without a gap (etcd's transport ActiveSince; the
+strict reconfiguration checks use it); None when not heard from within `INACTIVE_AFTER`.
+
 Threading: everything runs on the member's event loop. `send()` never blocks and never raises.
 """
 
@@ -36,11 +42,13 @@ import grpc
 
 from cluster.raft import Message, MessageType
 from cluster.raft.codec import encode_message
+from cluster.server.errors import EtcdError
 from cluster.tls import TLSInfo, is_tls_url
 from protos.kvpb import peer_pb2, peer_pb2_grpc
 
 from .peer_service import (
     NOT_LEADER,
+    REMOVED_MEMBER,
     LeaseAnswer,
     LeasePrimary,
     RaftPeerService,
@@ -56,6 +64,7 @@ MAX_MESSAGE_BYTES = 256 << 20  # gRPC limit on peer frames (a MsgApp is capped a
 SNAPSHOT_CHUNK_BYTES = 1 << 20
 BACKOFF_INITIAL = 0.05
 BACKOFF_MAX = 1.0
+INACTIVE_AFTER = 2.0  # seconds without a message from a peer before it counts as inactive
 
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -89,6 +98,7 @@ class PeerStream:
                  report_unreachable: Callable[[int], None],
                  send_snapshot: Callable[[Message], None] | None = None,
                  count_sent: Callable[[int], None] | None = None,
+                 on_removed: Callable[[], None] | None = None,
                  max_queued: int = MAX_QUEUED_MESSAGES):
         self.peer_id = header.to
         self.url = url
@@ -97,6 +107,7 @@ class PeerStream:
         self._report_unreachable = report_unreachable
         self._send_snapshot = send_snapshot
         self._count_sent = count_sent
+        self._on_removed = on_removed
         self._max_queued = max_queued
         self._queue: deque[Message] = deque()
         self._ready = asyncio.Event()
@@ -104,6 +115,7 @@ class PeerStream:
         self._dropped = 0
         self._heartbeat_sent_at: float | None = None  # oldest unanswered heartbeat (RTT)
         self._delivered = False  # a batch went out on the current call
+        self.connected = False  # a batch went out and the call has not broken since
         self._last_warning = 0.0
 
     def start(self) -> None:
@@ -147,8 +159,11 @@ class PeerStream:
                     call.cancel()
                     raise
                 except Exception as exc:
+                    self.connected = False
                     reason = await self._failure_reason(call, exc)
                     call.cancel()
+                    if reason.endswith(REMOVED_MEMBER) and self._on_removed is not None:
+                        self._on_removed()
                     self._warn("peer stream broken", reason=reason, queued=len(self._queue))
                     self._drop(len(self._queue), reason)
                     self._queue.clear()
@@ -199,7 +214,7 @@ class PeerStream:
                 if not batch.messages:
                     continue
                 await call.write(batch)
-                self._delivered = True
+                self._delivered = self.connected = True
                 if self._count_sent is not None:
                     self._count_sent(size)
 
@@ -232,10 +247,12 @@ class PeerTransport:
     """All peer traffic of one member: the peer server and one `PeerStream` per other member."""
 
     def __init__(self, member_id: int, cluster_id: int, peer_urls: dict[int, str],
-                 listen_urls: list[str], *, metrics=None, tls: TLSInfo | None = None):
+                 listen_urls: list[str], *, metrics=None, tls: TLSInfo | None = None, removed=(),
+                 on_removed: Callable[[], None] | None = None):
         """`peer_urls`: member id -> the peer URL to dial (this member's own id is skipped).
         `metrics`: a `PeerMetrics` (metrics.py) or None. `tls`: the --peer-* TLS files, for
-        https:// URLs (served and dialed)."""
+        https:// URLs (served and dialed). `removed`: IDs of removed members.
+        `on_removed()`: a peer refused this member as removed."""
         self.member_id = member_id
         self.cluster_id = cluster_id
         self._peer_urls = {i: u for i, u in peer_urls.items() if i != member_id}
@@ -250,6 +267,11 @@ class PeerTransport:
         self._call_channels: dict[int, grpc.aio.Channel] = {}  # unary peer calls (leases)
         self._snapshot_sends: dict[int, asyncio.Task] = {}  # peer id -> its snapshot transfer
         self._driver = None
+        self._removed = set(removed)
+        self._on_removed = on_removed
+        self._heard: dict[int, tuple[float, float]] = {}  # peer -> (active since, last heard)
+        self._reconfiguring = asyncio.Lock()
+        self.cluster_handler = None  # peer_service.ClusterHandler, set by the member
 
     async def start(self, driver) -> None:
         """Serve --listen-peer-urls (messages go to `driver.step`) and open the peer streams."""
@@ -260,21 +282,69 @@ class PeerTransport:
         service = RaftPeerService(self.cluster_id, self.member_id, self._receive,
                                   count_received=m.count_received if m else None,
                                   snapshots=driver if can_install else None,
-                                  count_snapshot=m.count_snapshot if m else None)
+                                  count_snapshot=m.count_snapshot if m else None,
+                                  is_removed=self._removed.__contains__)
         service.lease_primary = self._lease_primary
+        service.cluster_handler = self.cluster_handler
         self._service = service
         self._server = await start_peer_server(self._listen_urls, service, MAX_MESSAGE_BYTES, self._tls)
-        for peer_id, url in self._peer_urls.items():
-            header = peer_pb2.PeerHeader(cluster_id=self.cluster_id, to=peer_id)
-            setattr(header, "from", self.member_id)
-            stream = PeerStream(header, url, tls=self._tls, report_unreachable=driver.report_unreachable,
-                                send_snapshot=self._start_snapshot_send if can_install else None,
-                                count_sent=m.sent_counter(peer_id) if m else None)
-            stream.start()
-            self._streams[peer_id] = stream
+        for peer_id in list(self._peer_urls):
+            self._open_stream(peer_id)
+
+    def _open_stream(self, peer_id: int) -> None:
+        m, driver = self._metrics, self._driver
+        header = peer_pb2.PeerHeader(cluster_id=self.cluster_id, to=peer_id)
+        setattr(header, "from", self.member_id)
+        stream = PeerStream(header, self._peer_urls[peer_id], tls=self._tls, report_unreachable=driver.report_unreachable,
+                            send_snapshot=self._start_snapshot_send if getattr(driver, "image", None) is not None else None,
+                            count_sent=m.sent_counter(peer_id) if m else None,
+                            on_removed=self._on_removed)
+        stream.start()
+        self._streams[peer_id] = stream
+
+    # -- membership at runtime -------------------------------------------------------------------
+
+    async def set_peers(self, peer_urls: dict[int, str], removed) -> None:
+        """Make the open streams match the membership: `peer_urls` (member id -> URL to dial;
+        this member skipped) and the `removed` member IDs, whose messages are refused from now
+        on. Streams of new members open, of gone members close, of moved members reconnect."""
+        async with self._reconfiguring:
+            self._removed.update(removed)
+            wanted = {i: u for i, u in peer_urls.items() if i != self.member_id}
+            for peer_id in [p for p in self._peer_urls if self._peer_urls[p] != wanted.get(p)]:
+                await self._close_peer(peer_id)
+            for peer_id, url in wanted.items():
+                if peer_id not in self._peer_urls:
+                    self._peer_urls[peer_id] = url
+                    if self._driver is not None:
+                        self._open_stream(peer_id)
+
+    async def _close_peer(self, peer_id: int) -> None:
+        self._peer_urls.pop(peer_id, None)
+        self._heard.pop(peer_id, None)
+        stream = self._streams.pop(peer_id, None)
+        if stream is not None:
+            await stream.stop()
+        channel = self._call_channels.pop(peer_id, None)
+        if channel is not None:
+            await channel.close()
+
+    def active_since(self, peer_id: int) -> float | None:
+        """`time.monotonic()` since which messages from `peer_id` arrived without a gap longer
+        than `INACTIVE_AFTER`; None when it has not been heard from for that long."""
+        heard = self._heard.get(peer_id)
+        stream = self._streams.get(peer_id)
+        if heard is None or time.monotonic() - heard[1] > INACTIVE_AFTER or stream is None \
+                or not stream.connected:
+            return None
+        return heard[0]
 
     def _receive(self, m: Message) -> None:
-        """Inbound message: time heartbeat round trips, then step it into the driver."""
+        """Inbound message: note the peer active, time heartbeat round trips, step it."""
+        now = time.monotonic()
+        heard = self._heard.get(m.frm)
+        since = now if heard is None or now - heard[1] > INACTIVE_AFTER else heard[0]
+        self._heard[m.frm] = (since, now)
         if m.type == MessageType.MsgHeartbeatResp and self._metrics is not None:
             stream = self._streams.get(m.frm)
             rtt = stream.heartbeat_answered() if stream is not None else None
@@ -374,6 +444,33 @@ class PeerTransport:
             raise ConnectionError(f"lease call to {url}: {exc.code().name} {exc.details()}") from None
         return (res.ttl, res.granted_ttl) if res.found else None
 
+    # -- Cluster service calls ---------------------------------------------------------------------
+
+    def serve_cluster(self, handler) -> None:
+        """Answer peers' Member* calls and membership queries with `handler`
+        (peer_service.ClusterHandler: the member's Cluster service)."""
+        self.cluster_handler = handler
+        if self._service is not None:
+            self._service.cluster_handler = handler
+
+    async def forward_member_call(self, leader_id: int, method: str, request: bytes,
+                                  timeout: float) -> bytes:
+        """Have the leader run a Member* call (peer_service.ClusterHandler.forwarded); its etcd
+        error comes back as `EtcdError`. Raises `ConnectionError` when it cannot be reached."""
+        if leader_id not in self._peer_urls:
+            raise ConnectionError(f"member {leader_id:x} is not a peer")
+        stub = peer_pb2_grpc.RaftPeerStub(self._channel(leader_id))
+        header = peer_pb2.PeerHeader(cluster_id=self.cluster_id, to=leader_id)
+        setattr(header, "from", self.member_id)
+        try:
+            res = await stub.Member(peer_pb2.MemberCall(header=header, method=method, request=request),
+                                    timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.DEADLINE_EXCEEDED,) or not exc.details().startswith("etcdserver:"):
+                raise ConnectionError(f"member call to {leader_id:x}: {exc.code().name} {exc.details()}") from None
+            raise EtcdError(exc.code(), exc.details()) from None
+        return res.response
+
     async def stop(self) -> None:
         for task in self._snapshot_sends.values():
             task.cancel()
@@ -392,3 +489,20 @@ class PeerTransport:
         if self._server is not None:
             await self._server.stop(grace=0.2)
             self._server = None
+
+
+async def fetch_cluster_members(peer_urls: list[str], tls: TLSInfo | None = None,
+                                timeout: float = 5.0) -> peer_pb2.ClusterMembersResponse:
+    """The current membership, from the first of `peer_urls` that answers (a member joining a
+    running cluster; etcd's GetClusterFromRemotePeers), dialed with the --peer-* `tls` files for
+    https:// URLs. Raises ConnectionError when none does."""
+    errors = []
+    for url in peer_urls:
+        async with peer_channel(url, tls) as channel:
+            try:
+                return await peer_pb2_grpc.RaftPeerStub(channel).ClusterMembers(
+                    peer_pb2.ClusterMembersRequest(), timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                errors.append(f"{url}: {exc.code().name} {exc.details()}")
+    raise ConnectionError("could not retrieve cluster information from the given URLs: "
+                          + "; ".join(errors))

@@ -9,7 +9,9 @@ Reading order:
   lease_routing.py: keepalives and TTL queries go to the leader's lessor),
   maintenance_service.py, cluster_service.py: the gRPC services
 - validation.py, errors.py: etcd's request checks and its exact error statuses
-- quota.py, alarms.py, compactor.py, membership.py, metrics.py: the rest of etcd's behaviour
+- quota.py, alarms.py, compactor.py, metrics.py: the rest of etcd's behaviour
+- membership.py, cluster_service.py, learner_gate.py: members, their changes through Raft, and
+  what a learner may serve
 - grpc_glue.py       service registration (etcd's answer to unparseable requests)
 - member.py          builds and runs all of it; cluster/cli.py parses etcd's flags
 

@@ -5,7 +5,10 @@ This is the seam's apply callback. For each batch handed over by the log:
    `kvpb.InternalRequest`, run it against ONE `WriteBatch`, collect a response or an `EtcdError`
    per entry, and commit the batch with the index of its last entry (exactly-once on replay).
 2. Back on the event loop: update the lessor (grants/revokes), feed the watch hub the committed
-   changes, then resolve the proposers' futures in `RequestWait`.
+   changes, report applied membership changes (`on_member_change`), then resolve the
+   proposers' futures in `RequestWait`.
+Membership (membership.py) changes on the apply thread, and the batch that changed it also
+writes it to the store (`put_server_record`), atomically with the applied index.
 Nothing here validates requests; that happened before proposing (validation.py). What depends on
 state is decided here, identically on every member: NOSPACE gating, lease existence, revisions,
 auth (auth/store.py applies auth entries and checks each write's permission from its header).
@@ -27,6 +30,7 @@ from protos.kvpb import internal_pb2
 from . import errors
 from .alarms import AlarmSet
 from .lessor import Lessor
+from .membership import STORE_META_KEY
 from .request_wait import RequestWait
 from .seam import Entry
 
@@ -51,6 +55,7 @@ class BatchOutcome:
     # lease grants (id, ttl) and revokes (id, None), in apply order, for the lessor
     lease_changes: list[tuple[int, int | None]] = field(default_factory=list)
     revision: int = 0                                                  # store revision after commit
+    member_changes: list = field(default_factory=list)                 # applied MemberChanges
 
 
 class ApplyLoop:
@@ -58,6 +63,7 @@ class ApplyLoop:
 
     def __init__(self, store, lessor: Lessor, alarms: AlarmSet, wait: RequestWait,
                  notify_watchers: Callable[[list, int], None], *, membership=None,
+                 on_member_change: Callable[[list], None] | None = None,
                  observe_commit: Callable[[float], None] | None = None,
                  count_ops: Callable[[internal_pb2.InternalRequest], None] | None = None,
                  auth=None):
@@ -66,7 +72,9 @@ class ApplyLoop:
         self.alarms = alarms
         self.wait = wait
         self._notify_watchers = notify_watchers
-        self.membership = membership  # membership.Membership: published member attributes
+        self.membership = membership  # membership.Membership (None: no membership records)
+        self.membership_dirty = False  # True: write the membership with the next batch
+        self._on_member_change = on_member_change
         self._observe_commit = observe_commit
         self._count_ops = count_ops
         self.auth = auth  # auth.store.AuthStore: auth entries, and permission checks of writes
@@ -85,6 +93,8 @@ class ApplyLoop:
         if outcome.changes:
             self._notify_watchers(outcome.changes, outcome.revision)
         self.resume_compaction()
+        if outcome.member_changes and self._on_member_change is not None:
+            self._on_member_change(outcome.member_changes)
         for request_id, result in outcome.results:
             self.wait.trigger(request_id, result)
 
@@ -167,8 +177,11 @@ class ApplyLoop:
                 if self._count_ops is not None and not isinstance(result, errors.EtcdError):
                     self._count_ops(req)
                 outcome.results.append((req.id, result))
+            if self.membership_dirty and self.membership is not None:
+                batch.put_server_record(STORE_META_KEY, self.membership.encode())
             t0 = time.perf_counter()
             outcome.changes = batch.commit(entries[-1].index)
+            self.membership_dirty = False
             if self._observe_commit is not None:
                 self._observe_commit(time.perf_counter() - t0)
         except BaseException:
@@ -214,8 +227,14 @@ class ApplyLoop:
             return self.alarms.apply(req.alarm)
         if kind == "member_attributes":
             attrs = req.member_attributes
-            if self.membership is not None:
-                self.membership.apply_published(attrs.member_id, attrs.name, list(attrs.client_urls))
+            if self.membership is not None and self.membership.apply_published(
+                    attrs.member_id, attrs.name, list(attrs.client_urls)):
+                self.membership_dirty = True
             return attrs
+        if kind == "member_change":
+            if self.membership is not None and self.membership.apply_change(req.member_change):
+                self.membership_dirty = True
+                outcome.member_changes.append(req.member_change)
+            return req.member_change
         log.error("unsupported request in log", extra={"fields": {"kind": kind, "id": req.id}})
         return errors.NOT_CAPABLE

@@ -1,59 +1,272 @@
-"""etcdserverpb.Cluster: MemberList from the configured membership, with the names and client
-URLs every member published through the log after its start (membership.py), as etcd's does.
+"""etcdserverpb.Cluster: MemberList, MemberAdd, MemberRemove, MemberUpdate, MemberPromote, as
+etcd 3.4 answers them.
 
-Reconfiguration (MemberAdd/Remove/Update/Promote) belongs to the cluster issue; until then each
-answers with the etcd error that fits a member that cannot change its membership:
-- an ID that is not a member: "etcdserver: member not found" (NotFound), as etcd;
-- MemberAdd, removing or updating this member: "etcdserver: re-configuration failed due to not
-  enough started members" (FailedPrecondition) -- NOT what etcd does (it would reconfigure);
-- promoting this (voting) member: "etcdserver: can only promote a learner member", as etcd.
+Who does what:
+- MemberList answers from this member's applied membership (membership.py), as etcd 3.4 does
+  (not linearizable).
+- A change is checked and proposed by the leader only: a follower forwards the call over the
+  peer transport (`RaftPeer.Member`), gets the leader's answer or its etcd error, then waits
+  until it has applied what the leader had (a read barrier) and answers with its own header and
+  its own member list. etcd's followers propose themselves and check against their own
+  transport; checking on the leader uses the one view of peer liveness that matters.
+- On the leader, changes run one at a time (a lock): first a read barrier (everything committed
+  is applied, so the membership checked is current), then the strict checks (etcd's
+  --strict-reconfig-check, always on), then the ConfChange proposal (Proposer), awaited until
+  applied; the response's member list is the membership after the change.
+
+Strict checks (etcd 3.4 mayAddMember / mayRemoveMember / mayPromoteMember; "started" = has
+published its name; "connected" = heard from without a gap for `HEALTH_INTERVAL`, this member
+counting itself):
+- add: a voter whose addition leaves fewer started voters than a quorum -> "not enough started
+  members"; any voter not connected -> "unhealthy cluster";
+- remove of a voter: fewer started voters left than a quorum -> "not enough started members";
+  the member is active and removing it leaves fewer connected voters than a quorum ->
+  "unhealthy cluster" (an inactive member may always be removed);
+- promote: the learner's replicated index below 90% of the leader's -> "can only promote a
+  learner member which is in sync with leader"; not enough started voters -> "not enough started
+  members".
+Then etcd's ValidateConfigurationChange: unknown or removed ID -> "member not found" (etcd's
+gRPC layer maps ErrIDRemoved to it), existing ID -> "member ID already exist", a peer URL used
+by another member -> "Peer URLs already exists", a second learner -> "too many learner members
+in cluster", promoting a voter -> "can only promote a learner member".
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from urllib.parse import urlsplit
+
+from cluster.raft import ConfChangeType
 from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from protos.kvpb import internal_pb2, peer_pb2
 
 from . import errors
-from .membership import Membership
-from .proposer import ResponseHeaders
+from .membership import MAX_LEARNERS, Membership, new_member_id
+from .proposer import Proposer, ResponseHeaders
+
+log = logging.getLogger(__name__)
+
+HEALTH_INTERVAL = 5.0  # etcd's HealthInterval: peers must have been connected this long
+LEARNER_READY_PERCENT = 0.9  # etcd's readyPercent
+_MC = internal_pb2.MemberChange
+
+_REQUESTS = {
+    "MemberAdd": (rpc_pb2.MemberAddRequest, rpc_pb2.MemberAddResponse),
+    "MemberRemove": (rpc_pb2.MemberRemoveRequest, rpc_pb2.MemberRemoveResponse),
+    "MemberUpdate": (rpc_pb2.MemberUpdateRequest, rpc_pb2.MemberUpdateResponse),
+    "MemberPromote": (rpc_pb2.MemberPromoteRequest, rpc_pb2.MemberPromoteResponse),
+}
+
+
+def check_peer_urls(urls) -> list[str]:
+    """etcd's types.NewURLs: scheme http(s), host:port, no path; else "given member URLs are
+    invalid"."""
+    out = []
+    for u in urls:
+        try:
+            parts = urlsplit(u)
+            port = parts.port
+        except ValueError:
+            raise errors.MEMBER_BAD_URLS from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or port is None \
+                or parts.path not in ("", "/"):
+            raise errors.MEMBER_BAD_URLS
+        out.append(u)
+    if not out:
+        raise errors.MEMBER_BAD_URLS
+    return out
+
+
+def _quorum(n: int) -> int:
+    return n // 2 + 1
 
 
 class ClusterService(rpc_pb2_grpc.ClusterServicer):
-    """The Cluster service of one member."""
+    """The Cluster service of one member; also answers the peer transport's `ClusterHandler`."""
 
-    def __init__(self, membership: Membership, headers: ResponseHeaders):
+    def __init__(self, membership: Membership, headers: ResponseHeaders, log_, proposer: Proposer,
+                 *, request_timeout: float):
         self._membership = membership
         self._headers = headers
+        self._log = log_
+        self._proposer = proposer
+        self._timeout = request_timeout
+        self._changing = asyncio.Lock()
 
-    def _members(self) -> list[rpc_pb2.Member]:
-        return [rpc_pb2.Member(ID=m.id, name=m.name, peerURLs=m.peer_urls, clientURLs=m.client_urls)
-                for m in self._membership.members]
-
-    def _check_known(self, member_id: int) -> None:
-        if all(m.id != member_id for m in self._membership.members):
-            raise errors.MEMBER_NOT_FOUND
+    # -- etcdserverpb.Cluster -------------------------------------------------------------------
 
     async def MemberList(self, request, context):
-        # etcd's MemberList header carries no revision
-        resp = rpc_pb2.MemberListResponse(members=self._members())
-        self._headers.fill(resp.header, revision=0)
+        resp = rpc_pb2.MemberListResponse(members=self._membership.to_pb())
+        self._headers.fill(resp.header, revision=0)  # etcd's carries no revision
         return resp
 
     async def MemberAdd(self, request, context):
-        await errors.abort_with(context, errors.MEMBER_NOT_ENOUGH_STARTED)
+        return await self._serve("MemberAdd", request, context)
 
     async def MemberRemove(self, request, context):
-        await self._refuse(request.ID, errors.MEMBER_NOT_ENOUGH_STARTED, context)
+        return await self._serve("MemberRemove", request, context)
 
     async def MemberUpdate(self, request, context):
-        await self._refuse(request.ID, errors.MEMBER_NOT_ENOUGH_STARTED, context)
+        return await self._serve("MemberUpdate", request, context)
 
     async def MemberPromote(self, request, context):
-        await self._refuse(request.ID, errors.MEMBER_NOT_LEARNER, context)
+        return await self._serve("MemberPromote", request, context)
 
-    async def _refuse(self, member_id: int, err: errors.EtcdError, context) -> None:
+    async def _serve(self, method: str, request, context):
         try:
-            self._check_known(member_id)
+            if getattr(self._log, "peers", None) is None:  # the single-member LocalLog
+                raise errors.NOT_CAPABLE
+            if method in ("MemberAdd", "MemberUpdate"):
+                check_peer_urls(request.peerURLs)
+            if self._log.leader_id == self._membership.local_id:
+                resp = await self._on_leader(method, request)
+            else:
+                resp = await self._forward(method, request)
         except errors.EtcdError as exc:
             await errors.abort_with(context, exc)
-        await errors.abort_with(context, err)
+        self._headers.fill(resp.header, revision=0)
+        return resp
+
+    async def _forward(self, method: str, request):
+        """Have the leader run the change, then catch up with it and answer from here."""
+        leader = self._log.leader_id
+        peers = getattr(self._log, "peers", None)
+        if not leader:
+            raise errors.TIMEOUT  # what etcd's follower answers once its proposal times out
+        try:
+            raw = await peers.forward_member_call(leader, method, request.SerializeToString(),
+                                                  timeout=self._timeout)
+        except ConnectionError:
+            raise errors.TIMEOUT from None
+        resp = _REQUESTS[method][1].FromString(raw)
+        await self._log.read_barrier()
+        del resp.members[:]
+        resp.members.extend(self._membership.to_pb())
+        return resp
+
+    # -- peer transport's ClusterHandler --------------------------------------------------------
+
+    async def forwarded(self, method: str, request: bytes) -> bytes:
+        if self._log.leader_id != self._membership.local_id:
+            raise errors.NOT_LEADER
+        resp = await self._on_leader(method, _REQUESTS[method][0].FromString(request))
+        return resp.SerializeToString()
+
+    def cluster_members(self) -> peer_pb2.ClusterMembersResponse:
+        m = self._membership
+        return peer_pb2.ClusterMembersResponse(cluster_id=m.cluster_id, members=m.to_pb(),
+                                               removed=sorted(m.removed))
+
+    # -- the leader's side ------------------------------------------------------------------------
+
+    async def _on_leader(self, method: str, request):
+        async with self._changing:
+            await self._log.read_barrier()
+            m = self._membership
+            if method == "MemberAdd":
+                urls = list(request.peerURLs)
+                self._may_add(request.isLearner)
+                mid = new_member_id(urls)
+                if m.is_removed(mid):
+                    raise errors.MEMBER_NOT_FOUND
+                if m.get(mid) is not None:
+                    raise errors.MEMBER_EXIST
+                if m.peer_url_in_use(urls):
+                    raise errors.PEER_URL_EXIST
+                if request.isLearner and len(m.learners()) + 1 > MAX_LEARNERS:
+                    raise errors.TOO_MANY_LEARNERS
+                change = _MC(kind=_MC.ADD, member_id=mid, peer_urls=urls, is_learner=request.isLearner)
+                cc = ConfChangeType.ADD_LEARNER_NODE if request.isLearner else ConfChangeType.ADD_NODE
+                await self._propose(change, cc)
+                added = self._membership.get(mid)
+                return rpc_pb2.MemberAddResponse(
+                    member=(added.to_pb() if added else rpc_pb2.Member(ID=mid, peerURLs=urls,
+                                                                        isLearner=request.isLearner)),
+                    members=self._membership.to_pb())
+            mid = request.ID
+            if method == "MemberRemove":
+                self._may_remove(mid)
+                self._check_known(mid)
+                await self._propose(_MC(kind=_MC.REMOVE, member_id=mid), ConfChangeType.REMOVE_NODE)
+                return rpc_pb2.MemberRemoveResponse(members=self._membership.to_pb())
+            if method == "MemberUpdate":
+                urls = list(request.peerURLs)
+                self._check_known(mid)
+                if m.peer_url_in_use(urls, except_id=mid):
+                    raise errors.PEER_URL_EXIST
+                await self._propose(_MC(kind=_MC.UPDATE, member_id=mid, peer_urls=urls),
+                                    ConfChangeType.UPDATE_NODE)
+                return rpc_pb2.MemberUpdateResponse(members=self._membership.to_pb())
+            if method == "MemberPromote":
+                self._may_promote(mid)
+                self._check_known(mid)
+                if not m.get(mid).is_learner:
+                    raise errors.MEMBER_NOT_LEARNER
+                await self._propose(_MC(kind=_MC.PROMOTE, member_id=mid), ConfChangeType.ADD_NODE)
+                return rpc_pb2.MemberPromoteResponse(members=self._membership.to_pb())
+            raise errors.NOT_CAPABLE
+
+    async def _propose(self, change: internal_pb2.MemberChange, cc_type: ConfChangeType) -> None:
+        """Propose; while the core refuses because an earlier conf change is not applied yet
+        (a new leader's first moments), retry until the request timeout."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                await self._proposer.propose_member_change(change, cc_type)
+                return
+            except errors.EtcdError as exc:
+                if (exc.message != "etcdserver: leader changed" or time.monotonic() > deadline
+                        or self._log.leader_id != self._membership.local_id):
+                    raise
+            await asyncio.sleep(0.05)
+
+    def _check_known(self, mid: int) -> None:
+        if self._membership.get(mid) is None:
+            raise errors.MEMBER_NOT_FOUND  # removed IDs too, as etcd's gRPC layer answers
+
+    def _connected_since(self, since: float, mid: int) -> bool:
+        if mid == self._membership.local_id:
+            return True
+        t = self._log.peers.active_since(mid)
+        return t is not None and t <= since
+
+    def _started_voters(self, skip: int = 0) -> tuple[int, int]:
+        voters = [v for v in self._membership.voters() if v.id != skip]
+        return len(voters), sum(1 for v in voters if v.started)
+
+    def _may_add(self, is_learner: bool) -> None:
+        if not is_learner:
+            n, started = self._started_voters()
+            n += 1
+            if not (started == 1 and n == 2) and started < _quorum(n):
+                raise errors.MEMBER_NOT_ENOUGH_STARTED
+        since = time.monotonic() - HEALTH_INTERVAL
+        if not all(self._connected_since(since, v.id) for v in self._membership.voters()):
+            raise errors.UNHEALTHY
+
+    def _may_remove(self, mid: int) -> None:
+        target = self._membership.get(mid)
+        if target is not None and target.is_learner:
+            return
+        n, started = self._started_voters(skip=mid)
+        if started < _quorum(n):
+            raise errors.MEMBER_NOT_ENOUGH_STARTED
+        if mid != self._membership.local_id and self._log.peers.active_since(mid) is None:
+            return  # a member that is down is not part of the active quorum
+        voters = self._membership.voters()
+        since = time.monotonic() - HEALTH_INTERVAL
+        active = sum(1 for v in voters if self._connected_since(since, v.id))
+        if active - 1 < 1 + (len(voters) - 1) // 2:
+            raise errors.UNHEALTHY
+
+    def _may_promote(self, mid: int) -> None:
+        match = self._log.match_index(mid)
+        if match is not None:
+            leader = self._log.match_index(self._membership.local_id) or 0
+            if match < leader * LEARNER_READY_PERCENT:
+                raise errors.LEARNER_NOT_READY
+        n, started = self._started_voters()
+        if started + 1 < _quorum(n + 1):
+            raise errors.MEMBER_NOT_ENOUGH_STARTED

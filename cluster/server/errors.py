@@ -53,6 +53,11 @@ MEMBER_NOT_ENOUGH_STARTED = EtcdError(
     _FP, "etcdserver: re-configuration failed due to not enough started members")
 MEMBER_NOT_LEARNER = EtcdError(_FP, "etcdserver: can only promote a learner member")
 MEMBER_BAD_URLS = EtcdError(_IA, "etcdserver: given member URLs are invalid")
+MEMBER_EXIST = EtcdError(_FP, "etcdserver: member ID already exist")
+PEER_URL_EXIST = EtcdError(_FP, "etcdserver: Peer URLs already exists")
+LEARNER_NOT_READY = EtcdError(_FP, "etcdserver: can only promote a learner member which is in sync with leader")
+TOO_MANY_LEARNERS = EtcdError(_FP, "etcdserver: too many learner members in cluster")
+NOT_SUPPORTED_FOR_LEARNER = EtcdError(_UN, "etcdserver: rpc not supported for learner")
 
 # Auth
 _PD = grpc.StatusCode.PERMISSION_DENIED

@@ -1,6 +1,8 @@
 """`Member`: builds and runs one kvcluster member.
 
-Start order (`start()`): open the store (worker thread) -> recover leases and alarms -> start the
+Start order (`start()`): open the store (worker thread) -> the membership (`_resolve_membership`:
+the store's record; else --initial-cluster for a new cluster, or the running cluster's for
+--initial-cluster-state existing) -> recover leases and alarms -> start the
 log (the ReplicatedLog), which replays entries past store.applied_index through the apply loop
 -> start the lessor, watch hub and compactor, and publish this member's name and client URLs
 through the log (a background task, retried until applied) -> wait until the log is ready (a
@@ -24,7 +26,9 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from cluster.mvcc.store import MVCCStore
+from cluster.raft.wal import WAL
 from cluster.replication.factory import build_replicated_log
+from cluster.replication.transport import fetch_cluster_members
 from cluster.tls import TLSInfo, is_tls_url
 from monitoring.grpc_metrics import GrpcServerMetrics
 from monitoring.http import MetricsHTTPServer
@@ -47,7 +51,8 @@ from .lease_service import LeaseService
 from .lessor import Lessor, min_lease_ttl
 from .local_log import LocalLog
 from .maintenance_service import MaintenanceService
-from .membership import Membership
+from .learner_gate import LearnerGate
+from .membership import STORE_META_KEY, Membership, parse_initial_cluster
 from .metrics import MemberMetrics
 from .proposer import Proposer, ResponseHeaders
 from .quota import BackendQuota, quota_bytes_from_flag
@@ -111,10 +116,10 @@ class Member:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         self.metrics = MemberMetrics(self.registry)
-        self.membership = Membership.from_flags(
-            cfg.name, cfg.initial_cluster, cfg.initial_advertise_peer_urls, cfg.advertise_client_urls,
-            cfg.initial_cluster_token)
-        self.member_id = self.membership.local.id
+        self.membership: Membership | None = None
+        self.member_id = 0
+        self._removed = False  # removed from the cluster: stopping
+        self._peer_updates: set[asyncio.Task] = set()
         self._member_dir = os.path.join(cfg.data_dir, "member")
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="read")
         self._stopped = asyncio.Event()
@@ -131,7 +136,12 @@ class Member:
             self._readers, MVCCStore, os.path.join(self._member_dir, "store"))
         self.auth = AuthStore(build_token_provider(cfg.auth_token, cfg.auth_token_ttl))
         self.auth.load(await loop.run_in_executor(self._readers, store.auth_records))
-        self.log = self._build_log()
+        self.membership, bootstrap, dirty = await self._resolve_membership()
+        self.member_id = self.membership.local_id
+        # Only a member that joined (or restarts as a learner) can be a learner: etcd 3.4 never
+        # demotes, so the others serve without the learner gate's per-call cost.
+        self._may_be_learner = not bootstrap or self.membership.local.is_learner
+        self.log = self._build_log(bootstrap)
         self.headers = ResponseHeaders(self.membership.cluster_id, self.member_id, self.log, store)
         self.wait = RequestWait()
         self.alarms = AlarmSet(os.path.join(self._member_dir, "alarms.json"))
@@ -145,15 +155,22 @@ class Member:
         if peers is not None:
             peers.serve_leases(self.lease_router)
         self.hub = WatchHub(store, self.headers.make, progress_interval=cfg.watch_progress_notify_interval)
-        self.membership.load_published(os.path.join(self._member_dir, "members.json"))
         self.apply_loop = ApplyLoop(store, self.lessor, self.alarms, self.wait, self.hub.notify,
                                     membership=self.membership,
+                                    on_member_change=self._membership_changed,
                                     observe_commit=self.metrics.backend_commit.observe,
                                     count_ops=self.metrics.count_applied, auth=self.auth)
         self.proposer = Proposer(self.log, self.wait, RequestIdGenerator(self.member_id),
                                  max_request_bytes=cfg.max_request_bytes, timeout=cfg.request_timeout)
         self.quota = BackendQuota(store, self.alarms, quota_bytes_from_flag(cfg.quota_backend_bytes),
                                   self.member_id, self._propose_alarm)
+        self.cluster_service = ClusterService(self.membership, self.headers, self.log, self.proposer,
+                                              request_timeout=cfg.request_timeout)
+        if peers is not None:
+            peers.serve_cluster(self.cluster_service)
+        self.apply_loop.membership_dirty = dirty  # not in the store yet: written with the next batch
+        if self.membership.is_removed(self.member_id):
+            self._removed_from_cluster()
         await self.log.start(self.apply_loop.apply, store.applied_index)
         self.apply_loop.resume_compaction()
         self.lessor.start()
@@ -179,13 +196,14 @@ class Member:
 
     async def _start_grpc(self) -> None:
         cfg = self.cfg
+
         grpc_metrics = GrpcServerMetrics(self.registry)
         grpc_metrics.initialize(rpc_pb2.DESCRIPTOR.services_by_name[n.split(".")[-1]] for n in SERVICE_NAMES)
-        # --client-cert-auth (etcd's ClientTLSInfo.ClientCertAuth) lives in cfg.client_tls once the
-        # TLS work is merged; until then no member verifies client certificates.
-        cert_auth = getattr(getattr(cfg, "client_tls", None), "client_cert_auth", False)
-        auth = AuthInterceptor(self.auth, client_cert_auth=cert_auth)
-        server = grpc.aio.server(interceptors=[grpc_metrics, auth], options=[
+        auth = AuthInterceptor(self.auth, client_cert_auth=cfg.client_tls.client_cert_auth)
+        interceptors = [grpc_metrics, auth]
+        if self._may_be_learner:
+            interceptors.append(LearnerGate(lambda: self.membership.local.is_learner))
+        server = grpc.aio.server(interceptors=interceptors, options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", cfg.max_request_bytes + GRPC_OVERHEAD_BYTES),
             ("grpc.max_send_message_length", 2 ** 31 - 1),
@@ -209,7 +227,7 @@ class Member:
                 self.store, self.log, self.apply_loop, self.alarms, self.proposer, self.headers,
                 version=SERVER_VERSION, snapshot_dir=os.path.join(self._member_dir, "snap"),
                 readers=self._readers, request_timeout=cfg.request_timeout),
-            "Cluster": ClusterService(self.membership, self.headers),
+            "Cluster": self.cluster_service,
             "Auth": AuthService(self.auth, self.log, self.proposer, self.headers),
         }
         for name, servicer in services.items():
@@ -257,9 +275,9 @@ class Member:
         being applied here means the log has a leader and this member has applied everything
         committed before it, so no client sees "no leader" or an index that moves by itself."""
         local = self.membership.local
-        attrs = internal_pb2.MemberAttributes(member_id=local.id, name=local.name,
+        attrs = internal_pb2.MemberAttributes(member_id=local.id, name=self.cfg.name,
                                               client_urls=self.cfg.advertise_client_urls)
-        while True:
+        while not self._stopped.is_set():
             try:
                 await self.proposer.propose(member_attributes=attrs)
             except EtcdError as exc:
@@ -268,7 +286,7 @@ class Member:
                 await asyncio.sleep(0.05)
                 continue
             log.info("published local member to cluster through raft", extra={"fields": {
-                "name": local.name, "member_id": f"{local.id:x}",
+                "name": self.cfg.name, "member_id": f"{local.id:x}",
                 "client_urls": list(self.cfg.advertise_client_urls)}})
             return
 
@@ -288,13 +306,131 @@ class Member:
             log.info("background proposal failed", extra={"fields": {
                 "request": next(iter(request)), "error": exc.message}})
 
-    def _build_log(self):
+    async def _resolve_membership(self) -> tuple[Membership, bool, bool]:
+        """(membership, bootstrap, dirty): the store's record if it has one and a WAL (a
+        restart: flags are ignored, as etcd ignores them once it has a WAL); else a new cluster's founding
+        membership from --initial-cluster (bootstrap: the log starts with its voters), or, with
+        --initial-cluster-state existing, the running cluster's, asked from the other members of
+        --initial-cluster (etcd's GetClusterFromRemotePeers), this member found by its peer
+        URLs. `dirty`: not yet in the store. This member's own ID comes from `member/identity`
+        once it exists (`_keep_identity`)."""
+        loop = asyncio.get_running_loop()
+        resolved = await self._resolve_membership_record()
+        membership = resolved[0]
+        local_id = await loop.run_in_executor(self._readers, self._keep_identity, membership.local_id)
+        membership.local_id = local_id
+        cfg = self.cfg
+        if cfg.initial_cluster_state == "new" and not resolved[2]:
+            flags = Membership.from_flags(cfg.name, cfg.initial_cluster, cfg.initial_advertise_peer_urls,
+                                          cfg.advertise_client_urls, cfg.initial_cluster_token)
+            if (flags.local_id, flags.cluster_id) != (local_id, membership.cluster_id):
+                raise ValueError(
+                    f"data dir {cfg.data_dir} belongs to member {local_id:x} of cluster "
+                    f"{membership.cluster_id:x}, but --name/--initial-cluster/--initial-cluster-token "
+                    f"describe member {flags.local_id:x} of cluster {flags.cluster_id:x}: it is another "
+                    "cluster's data dir; use a fresh --data-dir (a member that joined with "
+                    "--initial-cluster-state existing restarts with it too)")
+        return resolved
+
+    def _keep_identity(self, local_id: int) -> int:
+        """This member's ID, kept in `member/identity` from its first start (a store image
+        installed from the leader carries the leader's view of who is local, so the ID must
+        live outside the store); written (fsynced) when missing."""
+        path = os.path.join(self._member_dir, "identity")
+        try:
+            with open(path) as f:
+                return int(f.read().strip(), 16)
+        except FileNotFoundError:
+            pass
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{local_id:x}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fd = os.open(self._member_dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return local_id
+
+    async def _resolve_membership_record(self) -> tuple[Membership, bool, bool]:
+        cfg = self.cfg
+        raw = await asyncio.get_running_loop().run_in_executor(
+            self._readers, self.store.server_record, STORE_META_KEY)
+        if raw is not None and WAL.exists(os.path.join(self._member_dir, "wal")):
+            return Membership.decode(raw), True, False
+        # (a record without a WAL: a store restored from a snapshot, which starts a new cluster
+        # from the flags, as etcd's snapshot restore rewrites the membership)
+        if cfg.initial_cluster_state != "existing" or cfg.local_log:
+            return Membership.from_flags(cfg.name, cfg.initial_cluster, cfg.initial_advertise_peer_urls,
+                                         cfg.advertise_client_urls, cfg.initial_cluster_token), True, True
+        others = [u for n, urls in parse_initial_cluster(cfg.initial_cluster).items() if n != cfg.name
+                  for u in urls]
+        try:
+            remote = await fetch_cluster_members(others, cfg.peer_tls)
+        except ConnectionError as exc:
+            raise ValueError(f"cannot fetch cluster info from peer urls: {exc}") from None
+        try:
+            joined = Membership.joined(remote.cluster_id, list(remote.members), list(remote.removed),
+                                       cfg.name, cfg.initial_cluster, cfg.initial_advertise_peer_urls)
+        except ValueError as exc:
+            raise ValueError(f"error validating peerURLs {cfg.initial_cluster}: {exc}") from None
+        if joined.is_removed(joined.local_id):
+            raise ValueError("the member has been permanently removed from the cluster")
+        log.info("joining a running cluster", extra={"fields": {
+            "member_id": f"{joined.local_id:x}", "cluster_id": f"{joined.cluster_id:x}",
+            "members": len(joined.members)}})
+        return joined, False, True
+
+    def _membership_changed(self, changes: list) -> None:
+        """Applied membership changes (event loop): follow them in the transport; stop if this
+        member was removed."""
+        if any(c.kind == internal_pb2.MemberChange.REMOVE and c.member_id == self.member_id
+               for c in changes):
+            self._removed_from_cluster()
+        self.sync_peers()
+
+    def sync_peers(self) -> None:
+        """Open/close peer streams to match the membership (after a change or a store image)."""
+        peers = getattr(self.log, "peers", None)
+        if peers is None:
+            return
+        urls = {m.id: m.peer_urls[0] for m in self.membership.members}
+        task = asyncio.create_task(peers.set_peers(urls, set(self.membership.removed)))
+        self._peer_updates.add(task)
+        task.add_done_callback(self._peer_updates.discard)
+
+    async def reload_membership(self) -> None:
+        """The store was replaced by a leader's image: take the membership it carries."""
+        raw = await asyncio.get_running_loop().run_in_executor(
+            self._readers, self.store.server_record, STORE_META_KEY)
+        if raw is None:
+            return
+        self.membership.reload(Membership.decode(raw))
+        if self.membership.is_removed(self.member_id):
+            self._removed_from_cluster()
+        self.sync_peers()
+
+    def _removed_from_cluster(self) -> None:
+        """This member was removed: stop after a second (etcd's stopWithDelay, so the removal's
+        commit reaches the others), exiting 0 as etcd does."""
+        if self._removed:
+            return
+        self._removed = True
+        log.warning("the member has been permanently removed from the cluster", extra={"fields": {
+            "member_id": f"{self.member_id:x}"}})
+        asyncio.get_running_loop().call_later(1.0, self._stopped.set)
+
+    def _build_log(self, bootstrap: bool = True):
         """The ReplicatedLog: Raft (cluster/replication), or with --experimental-local-log the
         single-member LocalLog (no Raft; its own directory, so the two never share files)."""
         if not self.cfg.local_log:
             return build_replicated_log(self.cfg, self.membership, self._member_dir, self.registry,
                                         observe_fsync=self.metrics.wal_fsync.observe, on_fatal=self._fatal,
-                                        image=MemberStoreImage(self, os.path.join(self._member_dir, "snap")))
+                                        image=MemberStoreImage(self, os.path.join(self._member_dir, "snap")),
+                                        bootstrap=bootstrap, on_removed=self._removed_from_cluster)
         if len(self.membership.members) != 1:
             raise ValueError("--experimental-local-log runs a single member: --initial-cluster lists "
                              f"{len(self.membership.members)}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from cluster.raft import ConfChange
 from protos.etcdserverpb import rpc_pb2
 from protos.kvpb import internal_pb2
 
@@ -74,6 +75,19 @@ class Proposer:
         fut = self._wait.register(req.id)
         try:
             self._log.propose(data)
+        except BaseException:
+            self._wait.forget(req.id)
+            self.failed_total += 1
+            raise
+        return await fut
+
+    async def propose_member_change(self, change: internal_pb2.MemberChange, cc_type) -> object:
+        """Propose a membership change as a Raft ConfChange of type `cc_type` whose context is
+        the InternalRequest carrying `change` (etcd puts the Member JSON there); await it applied."""
+        req = internal_pb2.InternalRequest(id=self._ids.next(), member_change=change)
+        fut = self._wait.register(req.id)
+        try:
+            self._log.propose_conf_change(ConfChange(cc_type, change.member_id, req.SerializeToString()))
         except BaseException:
             self._wait.forget(req.id)
             self.failed_total += 1

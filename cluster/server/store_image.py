@@ -3,7 +3,7 @@
 The store is its own snapshot: compaction makes it durable (`sync`), a leader sends a consistent
 copy of its database (`write_image`), and a follower that fell behind the leader's compacted log
 swaps its database for that copy (`install_image`), then rebuilds what it derives from the store:
-the lessor's leases and the watch hub's position (every watcher catches up again from the new
+the lessor's leases, the membership (the image carries it) and the watch hub's position (every watcher catches up again from the new
 store's history, or is cancelled as compacted).
 """
 
@@ -35,6 +35,7 @@ class MemberStoreImage:
         leases = await asyncio.get_running_loop().run_in_executor(None, store.leases)
         m.lessor.reset(leases)
         m.auth.load(await asyncio.get_running_loop().run_in_executor(None, store.auth_records))
+        await m.reload_membership()
         hub = getattr(m, "hub", None)
         if hub is not None:
             hub.resync_all()

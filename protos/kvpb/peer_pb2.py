@@ -22,27 +22,36 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from protos.etcdserverpb import rpc_pb2 as protos_dot_etcdserverpb_dot_rpc__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16protos/kvpb/peer.proto\x12\x04kvpb\":\n\nPeerHeader\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x02 \x01(\x04\x12\n\n\x02to\x18\x03 \x01(\x04\"?\n\tRaftBatch\x12 \n\x06header\x18\x01 \x01(\x0b\x32\x10.kvpb.PeerHeader\x12\x10\n\x08messages\x18\x02 \x03(\x0c\"^\n\rSnapshotChunk\x12 \n\x06header\x18\x01 \x01(\x0b\x32\x10.kvpb.PeerHeader\x12\x0f\n\x07message\x18\x02 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04last\x18\x04 \x01(\x08\"\t\n\x07PeerAck\"B\n\x0cLeaseForward\x12 \n\x06header\x18\x01 \x01(\x0b\x32\x10.kvpb.PeerHeader\x12\x10\n\x08lease_id\x18\x02 \x01(\x03\"E\n\x12LeaseForwardResult\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0b\n\x03ttl\x18\x02 \x01(\x03\x12\x13\n\x0bgranted_ttl\x18\x03 \x01(\x03\x32\xe5\x01\n\x08RaftPeer\x12*\n\x06Stream\x12\x0f.kvpb.RaftBatch\x1a\r.kvpb.PeerAck(\x01\x12\x30\n\x08Snapshot\x12\x13.kvpb.SnapshotChunk\x1a\r.kvpb.PeerAck(\x01\x12:\n\nLeaseRenew\x12\x12.kvpb.LeaseForward\x1a\x18.kvpb.LeaseForwardResult\x12?\n\x0fLeaseTimeToLive\x12\x12.kvpb.LeaseForward\x1a\x18.kvpb.LeaseForwardResultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16protos/kvpb/peer.proto\x12\x04kvpb\x1a\x1dprotos/etcdserverpb/rpc.proto\":\n\nPeerHeader\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x02 \x01(\x04\x12\n\n\x02to\x18\x03 \x01(\x04\"?\n\tRaftBatch\x12 \n\x06header\x18\x01 \x01(\x0b\x32\x10.kvpb.PeerHeader\x12\x10\n\x08messages\x18\x02 \x03(\x0c\"^\n\rSnapshotChunk\x12 \n\x06header\x18\x01 \x01(\x0b\x32\x10.kvpb.PeerHeader\x12\x0f\n\x07message\x18\x02 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04last\x18\x04 \x01(\x08\"\t\n\x07PeerAck\"B\n\x0cLeaseForward\x12 \n\x06header\x18\x01 \x01(\x0b\x32\x10.kvpb.PeerHeader\x12\x10\n\x08lease_id\x18\x02 \x01(\x03\"E\n\x12LeaseForwardResult\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0b\n\x03ttl\x18\x02 \x01(\x03\x12\x13\n\x0bgranted_ttl\x18\x03 \x01(\x03\"O\n\nMemberCall\x12 \n\x06header\x18\x01 \x01(\x0b\x32\x10.kvpb.PeerHeader\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0f\n\x07request\x18\x03 \x01(\x0c\"$\n\x10MemberCallResult\x12\x10\n\x08response\x18\x01 \x01(\x0c\"\x17\n\x15\x43lusterMembersRequest\"d\n\x16\x43lusterMembersResponse\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12%\n\x07members\x18\x02 \x03(\x0b\x32\x14.etcdserverpb.Member\x12\x0f\n\x07removed\x18\x03 \x03(\x04\x32\xe6\x02\n\x08RaftPeer\x12*\n\x06Stream\x12\x0f.kvpb.RaftBatch\x1a\r.kvpb.PeerAck(\x01\x12\x30\n\x08Snapshot\x12\x13.kvpb.SnapshotChunk\x1a\r.kvpb.PeerAck(\x01\x12:\n\nLeaseRenew\x12\x12.kvpb.LeaseForward\x1a\x18.kvpb.LeaseForwardResult\x12?\n\x0fLeaseTimeToLive\x12\x12.kvpb.LeaseForward\x1a\x18.kvpb.LeaseForwardResult\x12\x32\n\x06Member\x12\x10.kvpb.MemberCall\x1a\x16.kvpb.MemberCallResult\x12K\n\x0e\x43lusterMembers\x12\x1b.kvpb.ClusterMembersRequest\x1a\x1c.kvpb.ClusterMembersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.kvpb.peer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PEERHEADER']._serialized_start=32
-  _globals['_PEERHEADER']._serialized_end=90
-  _globals['_RAFTBATCH']._serialized_start=92
-  _globals['_RAFTBATCH']._serialized_end=155
-  _globals['_SNAPSHOTCHUNK']._serialized_start=157
-  _globals['_SNAPSHOTCHUNK']._serialized_end=251
-  _globals['_PEERACK']._serialized_start=253
-  _globals['_PEERACK']._serialized_end=262
-  _globals['_LEASEFORWARD']._serialized_start=264
-  _globals['_LEASEFORWARD']._serialized_end=330
-  _globals['_LEASEFORWARDRESULT']._serialized_start=332
-  _globals['_LEASEFORWARDRESULT']._serialized_end=401
-  _globals['_RAFTPEER']._serialized_start=404
-  _globals['_RAFTPEER']._serialized_end=633
+  _globals['_PEERHEADER']._serialized_start=63
+  _globals['_PEERHEADER']._serialized_end=121
+  _globals['_RAFTBATCH']._serialized_start=123
+  _globals['_RAFTBATCH']._serialized_end=186
+  _globals['_SNAPSHOTCHUNK']._serialized_start=188
+  _globals['_SNAPSHOTCHUNK']._serialized_end=282
+  _globals['_PEERACK']._serialized_start=284
+  _globals['_PEERACK']._serialized_end=293
+  _globals['_LEASEFORWARD']._serialized_start=295
+  _globals['_LEASEFORWARD']._serialized_end=361
+  _globals['_LEASEFORWARDRESULT']._serialized_start=363
+  _globals['_LEASEFORWARDRESULT']._serialized_end=432
+  _globals['_MEMBERCALL']._serialized_start=434
+  _globals['_MEMBERCALL']._serialized_end=513
+  _globals['_MEMBERCALLRESULT']._serialized_start=515
+  _globals['_MEMBERCALLRESULT']._serialized_end=551
+  _globals['_CLUSTERMEMBERSREQUEST']._serialized_start=553
+  _globals['_CLUSTERMEMBERSREQUEST']._serialized_end=576
+  _globals['_CLUSTERMEMBERSRESPONSE']._serialized_start=578
+  _globals['_CLUSTERMEMBERSRESPONSE']._serialized_end=678
+  _globals['_RAFTPEER']._serialized_start=681
+  _globals['_RAFTPEER']._serialized_end=1039
 # @@protoc_insertion_point(module_scope)

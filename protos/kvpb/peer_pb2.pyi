@@ -1,3 +1,4 @@
+from protos.etcdserverpb import rpc_pb2 as _rpc_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -56,3 +57,33 @@ class LeaseForwardResult(_message.Message):
     ttl: int
     granted_ttl: int
     def __init__(self, found: _Optional[bool] = ..., ttl: _Optional[int] = ..., granted_ttl: _Optional[int] = ...) -> None: ...
+
+class MemberCall(_message.Message):
+    __slots__ = ("header", "method", "request")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    header: PeerHeader
+    method: str
+    request: bytes
+    def __init__(self, header: _Optional[_Union[PeerHeader, _Mapping]] = ..., method: _Optional[str] = ..., request: _Optional[bytes] = ...) -> None: ...
+
+class MemberCallResult(_message.Message):
+    __slots__ = ("response",)
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    response: bytes
+    def __init__(self, response: _Optional[bytes] = ...) -> None: ...
+
+class ClusterMembersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClusterMembersResponse(_message.Message):
+    __slots__ = ("cluster_id", "members", "removed")
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: int
+    members: _containers.RepeatedCompositeFieldContainer[_rpc_pb2.Member]
+    removed: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, cluster_id: _Optional[int] = ..., members: _Optional[_Iterable[_Union[_rpc_pb2.Member, _Mapping]]] = ..., removed: _Optional[_Iterable[int]] = ...) -> None: ...

@@ -54,6 +54,16 @@ class RaftPeerStub:
                 request_serializer=protos_dot_kvpb_dot_peer__pb2.LeaseForward.SerializeToString,
                 response_deserializer=protos_dot_kvpb_dot_peer__pb2.LeaseForwardResult.FromString,
                 _registered_method=True)
+        self.Member = channel.unary_unary(
+                '/kvpb.RaftPeer/Member',
+                request_serializer=protos_dot_kvpb_dot_peer__pb2.MemberCall.SerializeToString,
+                response_deserializer=protos_dot_kvpb_dot_peer__pb2.MemberCallResult.FromString,
+                _registered_method=True)
+        self.ClusterMembers = channel.unary_unary(
+                '/kvpb.RaftPeer/ClusterMembers',
+                request_serializer=protos_dot_kvpb_dot_peer__pb2.ClusterMembersRequest.SerializeToString,
+                response_deserializer=protos_dot_kvpb_dot_peer__pb2.ClusterMembersResponse.FromString,
+                _registered_method=True)
 
 
 class RaftPeerServicer:
@@ -87,6 +97,20 @@ class RaftPeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Member(self, request, context):
+        """A membership change received by a follower, checked and proposed by the leader.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClusterMembers(self, request, context):
+        """The current membership (any member answers).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RaftPeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +133,16 @@ def add_RaftPeerServicer_to_server(servicer, server):
                     servicer.LeaseTimeToLive,
                     request_deserializer=protos_dot_kvpb_dot_peer__pb2.LeaseForward.FromString,
                     response_serializer=protos_dot_kvpb_dot_peer__pb2.LeaseForwardResult.SerializeToString,
+            ),
+            'Member': grpc.unary_unary_rpc_method_handler(
+                    servicer.Member,
+                    request_deserializer=protos_dot_kvpb_dot_peer__pb2.MemberCall.FromString,
+                    response_serializer=protos_dot_kvpb_dot_peer__pb2.MemberCallResult.SerializeToString,
+            ),
+            'ClusterMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClusterMembers,
+                    request_deserializer=protos_dot_kvpb_dot_peer__pb2.ClusterMembersRequest.FromString,
+                    response_serializer=protos_dot_kvpb_dot_peer__pb2.ClusterMembersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +253,60 @@ class RaftPeer:
             '/kvpb.RaftPeer/LeaseTimeToLive',
             protos_dot_kvpb_dot_peer__pb2.LeaseForward.SerializeToString,
             protos_dot_kvpb_dot_peer__pb2.LeaseForwardResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Member(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvpb.RaftPeer/Member',
+            protos_dot_kvpb_dot_peer__pb2.MemberCall.SerializeToString,
+            protos_dot_kvpb_dot_peer__pb2.MemberCallResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClusterMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kvpb.RaftPeer/ClusterMembers',
+            protos_dot_kvpb_dot_peer__pb2.ClusterMembersRequest.SerializeToString,
+            protos_dot_kvpb_dot_peer__pb2.ClusterMembersResponse.FromString,
             options,
             channel_credentials,
             insecure,

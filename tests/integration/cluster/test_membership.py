@@ -51,7 +51,7 @@ def test_member_list_and_cluster_wide_endpoint_commands(kv3):
     assert len(hashkv) == 3
 
     # Published attributes survive a restart: the restarted member knows every client URL as
-    # soon as it serves (members.json), before anything new is applied.
+    # soon as it serves (the membership record in its store), before anything new is applied.
     kv3.kill(follower.name)
     kv3.restart(follower.name)
     assert member_urls(follower.endpoint) == expected
