@@ -19,6 +19,7 @@ from cluster.mvcc.encoding import (
     LEASE_RECORD,
     META_COMPACTION,
     META_COMPACTION_LAYOUT,
+    META_SERVER_PREFIX,
     META_STATE,
     META_STATE_LAYOUT,
     REVISION,
@@ -278,6 +279,17 @@ class WriteBatch:
         if raw is not None:
             ttl, _ = LEASE_RECORD.unpack(raw)
             self._txn.put(k, LEASE_RECORD.pack(ttl, remaining_ttl), db=self._env.leases)
+
+    @_space_checked
+    def put_server_meta(self, name: bytes, value: bytes | None) -> None:
+        """Set (None: delete) a record of the server's own state, committed with this batch and
+        its applied index, and carried by snapshot() copies (e.g. the member's alarms). It takes
+        no revision and is not hashed."""
+        key = META_SERVER_PREFIX + name
+        if value is None:
+            self._txn.delete(key, db=self._env.meta)
+        else:
+            self._txn.put(key, value, db=self._env.meta)
 
     # -- end of batch ------------------------------------------------------------------------------
     @_space_checked

@@ -98,6 +98,7 @@ META_STATE_LAYOUT = struct.Struct(">qqq")
 META_COMPACTION = b"compaction"  # pending physical compaction: target revision + cursor ref
 META_COMPACTION_LAYOUT = struct.Struct(">q")
 META_SCHEMA = b"schema"
+META_SERVER_PREFIX = b"server/"  # state the server keeps with the data (server_meta / put_server_meta)
 SCHEMA_VERSION = b"1"
 
 # leases database: lease id -> (granted ttl, checkpointed remaining ttl)

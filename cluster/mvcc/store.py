@@ -22,6 +22,7 @@ from cluster.mvcc.encoding import (
     LEASE_RECORD,
     META_COMPACTION,
     META_SCHEMA,
+    META_SERVER_PREFIX,
     META_STATE,
     META_STATE_LAYOUT,
     SCHEMA_VERSION,
@@ -164,6 +165,10 @@ class MVCCStore:
         """The keys attached to the lease, sorted."""
         return self._read(lambda env, txn: attached_keys(env, txn, lease_id))
 
+    def server_meta(self, name: bytes) -> Optional[bytes]:
+        """The server record `name` as of the last commit (WriteBatch.put_server_meta), or None."""
+        return self._read(lambda env, txn: txn.get(META_SERVER_PREFIX + name, db=env.meta))
+
     def db_size(self) -> int:
         """Bytes allocated by the database file (LMDB's high-water mark of pages)."""
         env = self._gate.acquire()
@@ -244,6 +249,22 @@ class MVCCStore:
             self._gate.swap(replace)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def grow_map(self) -> int:
+        """Double the LMDB map size (after a StoreFullError, so the batch can be applied again:
+        every member must apply the same entries). Writer thread, no batch open; readers wait
+        during the resize only. Returns the new map size."""
+        if self._batch is not None:
+            raise RuntimeError("grow_map with a write batch open")
+        new_size = self.map_size * 2
+
+        def resize(env: StoreEnv) -> StoreEnv:
+            env.env.set_mapsize(new_size)
+            return env
+
+        self._gate.swap(resize)
+        self.map_size = new_size
+        return new_size
 
     def replace_with(self, db_path: str) -> None:
         """Make the database file `db_path` (a copy written by another store's `snapshot`, already

@@ -8,6 +8,8 @@ This is the seam's apply callback. For each batch handed over by the log:
    changes, then resolve the proposers' futures in `RequestWait`.
 Nothing here validates requests; that happened before proposing (validation.py). What depends on
 state is decided here, identically on every member: NOSPACE gating, lease existence, revisions.
+A full LMDB map never half-applies a batch nor stops the member: the batch is applied again in a
+grown map (the same entries as on every other member) and `on_store_full` raises NOSPACE.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class BatchOutcome:
     # lease grants (id, ttl) and revokes (id, None), in apply order, for the lessor
     lease_changes: list[tuple[int, int | None]] = field(default_factory=list)
     revision: int = 0                                                  # store revision after commit
+    store_full: bool = False          # the LMDB map filled up: the member raises NOSPACE
 
 
 class ApplyLoop:
@@ -58,7 +61,8 @@ class ApplyLoop:
     def __init__(self, store, lessor: Lessor, alarms: AlarmSet, wait: RequestWait,
                  notify_watchers: Callable[[list, int], None], *, membership=None,
                  observe_commit: Callable[[float], None] | None = None,
-                 count_ops: Callable[[internal_pb2.InternalRequest], None] | None = None):
+                 count_ops: Callable[[internal_pb2.InternalRequest], None] | None = None,
+                 on_store_full: Callable[[], None] | None = None):
         self.store = store
         self.lessor = lessor
         self.alarms = alarms
@@ -67,6 +71,7 @@ class ApplyLoop:
         self.membership = membership  # membership.Membership: published member attributes
         self._observe_commit = observe_commit
         self._count_ops = count_ops
+        self._on_store_full = on_store_full  # event loop: propose the NOSPACE alarm
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply")
         self._compaction_task: asyncio.Task | None = None
         self._compaction_waiters: list[asyncio.Future] = []
@@ -79,6 +84,8 @@ class ApplyLoop:
                 self.lessor.on_revoked(lease_id)
             else:
                 self.lessor.on_granted(lease_id, ttl)
+        if outcome.store_full and self._on_store_full is not None:
+            self._on_store_full()
         if outcome.changes:
             self._notify_watchers(outcome.changes, outcome.revision)
         self.resume_compaction()
@@ -101,7 +108,7 @@ class ApplyLoop:
 
     async def _finish_compaction(self) -> None:
         try:
-            while await self.run_exclusive(self.store.continue_compaction):
+            while await self.run_exclusive(self._continue_compaction):
                 await asyncio.sleep(0)
         finally:
             self._compaction_task = None
@@ -109,6 +116,14 @@ class ApplyLoop:
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
+
+    def _continue_compaction(self) -> bool:
+        """Apply thread: one compaction chunk; a full map is grown and the chunk retried."""
+        try:
+            return self.store.continue_compaction()
+        except store_errors.StoreFullError:
+            self.store.grow_map()
+            return True
 
     async def run_exclusive(self, fn, *args):
         """Run `fn(*args)` on the apply thread, between batches (e.g. store.defragment)."""
@@ -141,6 +156,25 @@ class ApplyLoop:
     # -- apply thread ----------------------------------------------------------------------------
 
     def _apply_batch(self, entries: list[Entry]) -> BatchOutcome:
+        """Apply `entries` as one store batch. A full LMDB map (StoreFullError) aborts the batch
+        whole; the map is then grown (doubled until the batch fits) and the same entries applied again, so this member ends in
+        the same state as every other one, and the outcome asks for the NOSPACE alarm."""
+        grown_from = 0
+        while True:
+            try:
+                outcome = self._apply_batch_once(entries)
+                break
+            except store_errors.StoreFullError as exc:
+                grown_from = grown_from or exc.map_size
+                self.store.grow_map()  # doubles: a batch is bounded, so this ends
+        if grown_from:
+            log.error("store map full; applied the batch again in a grown map, raising NOSPACE",
+                      extra={"fields": {"map_size": grown_from, "new_map_size": self.store.map_size,
+                                        "first_index": entries[0].index}})
+            outcome.store_full = True
+        return outcome
+
+    def _apply_batch_once(self, entries: list[Entry]) -> BatchOutcome:
         outcome = BatchOutcome()
         batch = self.store.begin()
         try:
@@ -154,6 +188,8 @@ class ApplyLoop:
                     continue
                 try:
                     result = self._apply_one(batch, req, outcome)
+                except store_errors.StoreFullError:
+                    raise  # the batch is aborted whole
                 except store_errors.MVCCError as exc:
                     result = errors.from_store_error(exc)
                 except errors.EtcdError as exc:
@@ -167,27 +203,29 @@ class ApplyLoop:
                 self._observe_commit(time.perf_counter() - t0)
         except BaseException:
             batch.abort()
+            self.alarms.discard_staged()
             raise
+        self.alarms.commit_staged()
         outcome.revision = self.store.current_revision
         return outcome
 
     def _apply_one(self, batch, req: internal_pb2.InternalRequest, outcome: BatchOutcome):
         kind = req.WhichOneof("request")
         if kind == "put":
-            if self.alarms.no_space:
+            if self.alarms.no_space_staged():
                 raise errors.NO_SPACE
             return batch.put(req.put)
         if kind == "delete_range":
             return batch.delete_range(req.delete_range)
         if kind == "txn":
-            if self.alarms.no_space and txn_has_put(req.txn):
+            if self.alarms.no_space_staged() and txn_has_put(req.txn):
                 raise errors.NO_SPACE
             return batch.txn(req.txn)
         if kind == "compaction":
             batch.compact(req.compaction.revision)
             return rpc_pb2.CompactionResponse()
         if kind == "lease_grant":
-            if self.alarms.no_space:
+            if self.alarms.no_space_staged():
                 raise errors.NO_SPACE
             lease_id = req.lease_grant.ID
             ttl = self.lessor.effective_ttl(req.lease_grant.TTL)
@@ -203,7 +241,7 @@ class ApplyLoop:
                 batch.lease_checkpoint(cp.ID, cp.remaining_TTL)
             return rpc_pb2.LeaseCheckpointResponse()
         if kind == "alarm":
-            return self.alarms.apply(req.alarm)
+            return self.alarms.apply(batch, req.alarm)
         if kind == "member_attributes":
             attrs = req.member_attributes
             if self.membership is not None:

@@ -123,7 +123,7 @@ class Member:
         self.log = self._build_log()
         self.headers = ResponseHeaders(self.membership.cluster_id, self.member_id, self.log, store)
         self.wait = RequestWait()
-        self.alarms = AlarmSet(os.path.join(self._member_dir, "alarms.json"))
+        self.alarms = await loop.run_in_executor(self._readers, AlarmSet, store)
         self.lessor = Lessor(min_lease_ttl(cfg.election_timeout_ms, cfg.heartbeat_interval_ms),
                              self._revoke_expired_lease,
                              is_leader=lambda: self.log.leader_id == self.member_id)
@@ -138,7 +138,8 @@ class Member:
         self.apply_loop = ApplyLoop(store, self.lessor, self.alarms, self.wait, self.hub.notify,
                                     membership=self.membership,
                                     observe_commit=self.metrics.backend_commit.observe,
-                                    count_ops=self.metrics.count_applied)
+                                    count_ops=self.metrics.count_applied,
+                                    on_store_full=self._raise_no_space)
         self.proposer = Proposer(self.log, self.wait, RequestIdGenerator(self.member_id),
                                  max_request_bytes=cfg.max_request_bytes, timeout=cfg.request_timeout)
         self.quota = BackendQuota(store, self.alarms, quota_bytes_from_flag(cfg.quota_backend_bytes),
@@ -257,6 +258,12 @@ class Member:
     def _revoke_expired_lease(self, lease_id: int) -> None:
         """Lessor: an expired lease becomes a LeaseRevoke proposal (fire and forget)."""
         asyncio.create_task(self._propose_quietly(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lease_id)))
+
+    def _raise_no_space(self) -> None:
+        """ApplyLoop: the store's map filled up; raise NOSPACE for this member through the log."""
+        if not self.alarms.no_space:
+            asyncio.create_task(self._propose_alarm(rpc_pb2.AlarmRequest(
+                action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=self.member_id, alarm=rpc_pb2.NOSPACE)))
 
     async def _propose_alarm(self, req: rpc_pb2.AlarmRequest) -> None:
         await self._propose_quietly(alarm=req)

@@ -3,7 +3,7 @@
 The store is its own snapshot: compaction makes it durable (`sync`), a leader sends a consistent
 copy of its database (`write_image`), and a follower that fell behind the leader's compacted log
 swaps its database for that copy (`install_image`), then rebuilds what it derives from the store:
-the lessor's leases and the watch hub's position (every watcher catches up again from the new
+the lessor's leases, the alarms (kept in the store as a server record), and the watch hub's position (every watcher catches up again from the new
 store's history, or is cancelled as compacted).
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-
 
 
 class MemberStoreImage:
@@ -34,6 +33,7 @@ class MemberStoreImage:
         await m.apply_loop.run_exclusive(store.replace_with, path)
         leases = await asyncio.get_running_loop().run_in_executor(None, store.leases)
         m.lessor.reset(leases)
+        await asyncio.get_running_loop().run_in_executor(None, m.alarms.reload)
         hub = getattr(m, "hub", None)
         if hub is not None:
             hub.resync_all()
