@@ -128,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import local_stack
 
         return local_stack.main(argv[1:])
+    if argv[:1] == ["snapshot"]:
+        from . import snapshot_restore
+
+        return snapshot_restore.main(argv[1:])
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     try:
