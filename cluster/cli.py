@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--heartbeat-interval", type=int, default=100, help="ms")
     a("--election-timeout", type=int, default=1000, help="ms")
     a("--snapshot-count", type=int, default=100000)
+    a("--experimental-snapshot-catchup-entries", type=int, default=5000,
+      help="entries kept in the Raft log behind a snapshot for slow followers (etcd 3.5's flag)")
     a("--auto-compaction-mode", choices=["periodic", "revision"], default="periodic")
     a("--auto-compaction-retention", default="0")
     a("--log-level", choices=["debug", "info", "warn", "error", "panic", "fatal"], default="warn")
@@ -104,6 +106,7 @@ def config_from_args(args: argparse.Namespace) -> MemberConfig:
         heartbeat_interval_ms=args.heartbeat_interval,
         election_timeout_ms=args.election_timeout,
         snapshot_count=args.snapshot_count,
+        snapshot_catchup_entries=args.experimental_snapshot_catchup_entries,
         auto_compaction_mode=args.auto_compaction_mode,
         auto_compaction_retention=args.auto_compaction_retention,
         watch_progress_notify_interval=parse_duration(args.experimental_watch_progress_notify_interval),

@@ -79,6 +79,7 @@ class MemberConfig:
     heartbeat_interval_ms: int = 100
     election_timeout_ms: int = 1000
     snapshot_count: int = 100000
+    snapshot_catchup_entries: int = 5000  # etcd 3.5's --experimental-snapshot-catchup-entries
     auto_compaction_mode: str = "periodic"
     auto_compaction_retention: str = "0"
     watch_progress_notify_interval: float = 600.0
