@@ -9,7 +9,8 @@ This is the seam's apply callback. For each batch handed over by the log:
 Nothing here validates requests; that happened before proposing (validation.py). What depends on
 state is decided here, identically on every member: NOSPACE gating, lease existence, revisions.
 A full LMDB map never half-applies a batch nor stops the member: the batch is applied again in a
-grown map (the same entries as on every other member) and `on_store_full` raises NOSPACE.
+grown map (the same entries as on every other member) and `on_no_space` raises NOSPACE. So does
+a write that takes this member's store to the quota (applied, but answered NO_SPACE, as etcd).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from protos.kvpb import internal_pb2
 from . import errors
 from .alarms import AlarmSet
 from .lessor import Lessor
+from .quota import request_cost
 from .request_wait import RequestWait
 from .seam import Entry
 
@@ -53,6 +55,8 @@ class BatchOutcome:
     lease_changes: list[tuple[int, int | None]] = field(default_factory=list)
     revision: int = 0                                                  # store revision after commit
     store_full: bool = False          # the LMDB map filled up: the member raises NOSPACE
+    over_quota: bool = False          # a write took the store to --quota-backend-bytes: likewise
+    start_size: int = 0               # the store's size when the batch began (quota checks)
 
 
 class ApplyLoop:
@@ -62,7 +66,7 @@ class ApplyLoop:
                  notify_watchers: Callable[[list, int], None], *, membership=None,
                  observe_commit: Callable[[float], None] | None = None,
                  count_ops: Callable[[internal_pb2.InternalRequest], None] | None = None,
-                 on_store_full: Callable[[], None] | None = None):
+                 quota_bytes: int = 0, on_no_space: Callable[[], None] | None = None):
         self.store = store
         self.lessor = lessor
         self.alarms = alarms
@@ -71,7 +75,8 @@ class ApplyLoop:
         self.membership = membership  # membership.Membership: published member attributes
         self._observe_commit = observe_commit
         self._count_ops = count_ops
-        self._on_store_full = on_store_full  # event loop: propose the NOSPACE alarm
+        self.quota_bytes = quota_bytes  # --quota-backend-bytes resolved; 0: no quota
+        self._on_no_space = on_no_space  # event loop: propose this member's NOSPACE alarm
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply")
         self._compaction_task: asyncio.Task | None = None
         self._compaction_waiters: list[asyncio.Future] = []
@@ -84,8 +89,8 @@ class ApplyLoop:
                 self.lessor.on_revoked(lease_id)
             else:
                 self.lessor.on_granted(lease_id, ttl)
-        if outcome.store_full and self._on_store_full is not None:
-            self._on_store_full()
+        if (outcome.store_full or outcome.over_quota) and self._on_no_space is not None:
+            self._on_no_space()
         if outcome.changes:
             self._notify_watchers(outcome.changes, outcome.revision)
         self.resume_compaction()
@@ -175,7 +180,7 @@ class ApplyLoop:
         return outcome
 
     def _apply_batch_once(self, entries: list[Entry]) -> BatchOutcome:
-        outcome = BatchOutcome()
+        outcome = BatchOutcome(start_size=self.store.db_size() if self.quota_bytes > 0 else 0)
         batch = self.store.begin()
         try:
             for entry in entries:
@@ -209,18 +214,28 @@ class ApplyLoop:
         outcome.revision = self.store.current_revision
         return outcome
 
+    def _quota_checked(self, outcome: BatchOutcome, kind: str, req, resp):
+        """etcd's quotaApplierV3: a write that grows the store is applied, but answered with
+        NO_SPACE if it would take this member's store (size at the batch's start) to the quota;
+        the member then raises NOSPACE for itself (unless one is active), as etcd's apply does."""
+        cost = request_cost(kind, req)
+        if self.quota_bytes > 0 and cost > 0 and outcome.start_size + cost >= self.quota_bytes:
+            outcome.over_quota = True
+            return errors.NO_SPACE
+        return resp
+
     def _apply_one(self, batch, req: internal_pb2.InternalRequest, outcome: BatchOutcome):
         kind = req.WhichOneof("request")
         if kind == "put":
             if self.alarms.no_space_staged():
                 raise errors.NO_SPACE
-            return batch.put(req.put)
+            return self._quota_checked(outcome, "put", req.put, batch.put(req.put))
         if kind == "delete_range":
             return batch.delete_range(req.delete_range)
         if kind == "txn":
             if self.alarms.no_space_staged() and txn_has_put(req.txn):
                 raise errors.NO_SPACE
-            return batch.txn(req.txn)
+            return self._quota_checked(outcome, "txn", req.txn, batch.txn(req.txn))
         if kind == "compaction":
             batch.compact(req.compaction.revision)
             return rpc_pb2.CompactionResponse()
@@ -231,7 +246,8 @@ class ApplyLoop:
             ttl = self.lessor.effective_ttl(req.lease_grant.TTL)
             batch.lease_grant(lease_id, ttl)  # LeaseExistsError -> "lease already exists"
             outcome.lease_changes.append((lease_id, ttl))
-            return rpc_pb2.LeaseGrantResponse(ID=lease_id, TTL=ttl)
+            return self._quota_checked(outcome, "lease_grant", req.lease_grant,
+                                       rpc_pb2.LeaseGrantResponse(ID=lease_id, TTL=ttl))
         if kind == "lease_revoke":
             batch.lease_revoke(req.lease_revoke.ID)
             outcome.lease_changes.append((req.lease_revoke.ID, None))

@@ -112,6 +112,7 @@ class Member:
         self._stopped = asyncio.Event()
         self.store = None
         self._key_count = 0
+        self._no_space_proposal: asyncio.Task | None = None  # at most one in flight
         self.grpc_server: grpc.aio.Server | None = None
         self.http: MetricsHTTPServer | None = None
 
@@ -140,7 +141,8 @@ class Member:
                                     membership=self.membership,
                                     observe_commit=self.metrics.backend_commit.observe,
                                     count_ops=self.metrics.count_applied,
-                                    on_store_full=self._raise_no_space)
+                                    quota_bytes=quota_bytes_from_flag(cfg.quota_backend_bytes),
+                                    on_no_space=self._raise_no_space)
         self.proposer = Proposer(self.log, self.wait, RequestIdGenerator(self.member_id),
                                  max_request_bytes=cfg.max_request_bytes, timeout=cfg.request_timeout)
         self.quota = BackendQuota(store, self.alarms, quota_bytes_from_flag(cfg.quota_backend_bytes),
@@ -261,10 +263,17 @@ class Member:
         asyncio.create_task(self._propose_quietly(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lease_id)))
 
     def _raise_no_space(self) -> None:
-        """ApplyLoop: the store's map filled up; raise NOSPACE for this member through the log."""
-        if not self.alarms.no_space:
-            asyncio.create_task(self._propose_alarm(rpc_pb2.AlarmRequest(
-                action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=self.member_id, alarm=rpc_pb2.NOSPACE)))
+        """ApplyLoop: a write took this member's store to the quota, or its map filled up; raise
+        NOSPACE for this member through the log (unless a NOSPACE alarm is active), as etcd."""
+        if not self.alarms.no_space and self._no_space_proposal is None:
+            self._no_space_proposal = asyncio.create_task(self._propose_no_space())
+
+    async def _propose_no_space(self) -> None:
+        try:
+            await self._propose_alarm(rpc_pb2.AlarmRequest(
+                action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=self.member_id, alarm=rpc_pb2.NOSPACE))
+        finally:
+            self._no_space_proposal = None
 
     async def _propose_alarm(self, req: rpc_pb2.AlarmRequest) -> None:
         await self._propose_quietly(alarm=req)

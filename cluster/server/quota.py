@@ -69,7 +69,7 @@ class BackendQuota:
         if now - self._size_at > _SIZE_REFRESH_SECONDS:
             self._size = self.store.db_size()
             self._size_at = now
-        return self._size + request_cost(kind, req) > self.quota_bytes
+        return self._size + request_cost(kind, req) >= self.quota_bytes  # etcd: Available is "<"
 
     async def refuse(self) -> None:
         """Raise the NOSPACE alarm (applied before returning, as etcd's quota interceptor does),

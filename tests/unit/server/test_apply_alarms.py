@@ -29,12 +29,13 @@ def nospace(action) -> dict:
 class Applier:
     """An ApplyLoop on `path`, recording whether it asked for the NOSPACE alarm."""
 
-    def __init__(self, path: str, map_size: int = 8 << 30):
+    def __init__(self, path: str, map_size: int = 8 << 30, quota_bytes: int = 0):
         self.store = MVCCStore(path, map_size=map_size)
         self.alarms = AlarmSet(self.store)
         self.store_full_calls = 0
         self.loop = ApplyLoop(self.store, Lessor(5, lambda _id: None), self.alarms, RequestWait(),
-                              lambda changes, rev: None, on_store_full=self._store_full)
+                              lambda changes, rev: None, quota_bytes=quota_bytes,
+                              on_no_space=self._store_full)
 
     def _store_full(self) -> None:
         self.store_full_calls += 1
@@ -77,6 +78,28 @@ def test_a_full_map_applies_the_whole_batch_in_a_grown_map_and_asks_for_nospace(
         assert a.store.range(rpc_pb2.RangeRequest(key=b"k", range_end=b"l", count_only=True)).count == 599
         await a.loop.apply([entry(600, **nospace(rpc_pb2.AlarmRequest.ACTIVATE))])
         assert a.alarms.no_space
+        await a.close()
+
+    asyncio.run(run())
+
+
+def test_a_write_past_the_quota_is_applied_but_answered_nospace(tmp_path):
+    """etcd's quotaApplierV3: every member applies the write; it answers NO_SPACE and asks for
+    the alarm when its own store reaches the quota."""
+    async def run():
+        a = Applier(str(tmp_path / "db"), quota_bytes=200_000)
+        wait = a.loop.wait
+        futures = {i: wait.register(i) for i in (1, 2)}
+        await a.loop.apply([entry(1, put=rpc_pb2.PutRequest(key=b"small", value=b"v"))])
+        assert (await futures[1]).header is not None and a.store_full_calls == 0
+        await a.loop.apply([entry(2, put=rpc_pb2.PutRequest(key=b"big", value=b"x" * 300_000))])
+        try:
+            await futures[2]
+            raise AssertionError("the put past the quota was acknowledged")
+        except Exception as exc:
+            assert getattr(exc, "message", "") == "etcdserver: mvcc: database space exceeded"
+        assert a.store_full_calls == 1
+        assert a.store.range(rpc_pb2.RangeRequest(key=b"big")).count == 1  # applied all the same
         await a.close()
 
     asyncio.run(run())
