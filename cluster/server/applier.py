@@ -56,6 +56,7 @@ class BatchOutcome:
     revision: int = 0                                                  # store revision after commit
     store_full: bool = False          # the LMDB map filled up: the member raises NOSPACE
     over_quota: bool = False          # a write took the store to --quota-backend-bytes: likewise
+    over_quota_ids: set = field(default_factory=set)  # their request ids (answered NO_SPACE)
     start_size: int = 0               # the store's size when the batch began (quota checks)
 
 
@@ -66,7 +67,7 @@ class ApplyLoop:
                  notify_watchers: Callable[[list, int], None], *, membership=None,
                  observe_commit: Callable[[float], None] | None = None,
                  count_ops: Callable[[internal_pb2.InternalRequest], None] | None = None,
-                 quota_bytes: int = 0, on_no_space: Callable[[], None] | None = None):
+                 quota_bytes: int = 0, on_no_space: Callable[[], asyncio.Future | None] | None = None):
         self.store = store
         self.lessor = lessor
         self.alarms = alarms
@@ -76,7 +77,9 @@ class ApplyLoop:
         self._observe_commit = observe_commit
         self._count_ops = count_ops
         self.quota_bytes = quota_bytes  # --quota-backend-bytes resolved; 0: no quota
-        self._on_no_space = on_no_space  # event loop: propose this member's NOSPACE alarm
+        # event loop: propose this member's NOSPACE alarm; returns the proposal's future, or
+        # None when a NOSPACE alarm is already active
+        self._on_no_space = on_no_space
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply")
         self._compaction_task: asyncio.Task | None = None
         self._compaction_waiters: list[asyncio.Future] = []
@@ -89,13 +92,18 @@ class ApplyLoop:
                 self.lessor.on_revoked(lease_id)
             else:
                 self.lessor.on_granted(lease_id, ttl)
+        alarm = None
         if (outcome.store_full or outcome.over_quota) and self._on_no_space is not None:
-            self._on_no_space()
+            alarm = self._on_no_space()
         if outcome.changes:
             self._notify_watchers(outcome.changes, outcome.revision)
         self.resume_compaction()
         for request_id, result in outcome.results:
-            self.wait.trigger(request_id, result)
+            if alarm is not None and request_id in outcome.over_quota_ids:
+                # as etcd: the writer hears NO_SPACE once the alarm is raised (and listed)
+                alarm.add_done_callback(lambda _t, rid=request_id, res=result: self.wait.trigger(rid, res))
+            else:
+                self.wait.trigger(request_id, result)
 
     def resume_compaction(self) -> None:
         """If the store has physical compaction left, run its chunks on the apply thread,
@@ -214,13 +222,14 @@ class ApplyLoop:
         outcome.revision = self.store.current_revision
         return outcome
 
-    def _quota_checked(self, outcome: BatchOutcome, kind: str, req, resp):
+    def _quota_checked(self, outcome: BatchOutcome, request_id: int, kind: str, req, resp):
         """etcd's quotaApplierV3: a write that grows the store is applied, but answered with
         NO_SPACE if it would take this member's store (size at the batch's start) to the quota;
         the member then raises NOSPACE for itself (unless one is active), as etcd's apply does."""
         cost = request_cost(kind, req)
         if self.quota_bytes > 0 and cost > 0 and outcome.start_size + cost >= self.quota_bytes:
             outcome.over_quota = True
+            outcome.over_quota_ids.add(request_id)
             return errors.NO_SPACE
         return resp
 
@@ -229,13 +238,13 @@ class ApplyLoop:
         if kind == "put":
             if self.alarms.no_space_staged():
                 raise errors.NO_SPACE
-            return self._quota_checked(outcome, "put", req.put, batch.put(req.put))
+            return self._quota_checked(outcome, req.id, "put", req.put, batch.put(req.put))
         if kind == "delete_range":
             return batch.delete_range(req.delete_range)
         if kind == "txn":
             if self.alarms.no_space_staged() and txn_has_put(req.txn):
                 raise errors.NO_SPACE
-            return self._quota_checked(outcome, "txn", req.txn, batch.txn(req.txn))
+            return self._quota_checked(outcome, req.id, "txn", req.txn, batch.txn(req.txn))
         if kind == "compaction":
             batch.compact(req.compaction.revision)
             return rpc_pb2.CompactionResponse()
@@ -246,7 +255,7 @@ class ApplyLoop:
             ttl = self.lessor.effective_ttl(req.lease_grant.TTL)
             batch.lease_grant(lease_id, ttl)  # LeaseExistsError -> "lease already exists"
             outcome.lease_changes.append((lease_id, ttl))
-            return self._quota_checked(outcome, "lease_grant", req.lease_grant,
+            return self._quota_checked(outcome, req.id, "lease_grant", req.lease_grant,
                                        rpc_pb2.LeaseGrantResponse(ID=lease_id, TTL=ttl))
         if kind == "lease_revoke":
             batch.lease_revoke(req.lease_revoke.ID)

@@ -262,11 +262,14 @@ class Member:
         """Lessor: an expired lease becomes a LeaseRevoke proposal (fire and forget)."""
         asyncio.create_task(self._propose_quietly(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lease_id)))
 
-    def _raise_no_space(self) -> None:
+    def _raise_no_space(self) -> asyncio.Task | None:
         """ApplyLoop: a write took this member's store to the quota, or its map filled up; raise
         NOSPACE for this member through the log (unless a NOSPACE alarm is active), as etcd."""
-        if not self.alarms.no_space and self._no_space_proposal is None:
+        if self.alarms.no_space:
+            return None
+        if self._no_space_proposal is None:
             self._no_space_proposal = asyncio.create_task(self._propose_no_space())
+        return self._no_space_proposal
 
     async def _propose_no_space(self) -> None:
         try:

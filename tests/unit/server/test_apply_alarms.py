@@ -39,6 +39,7 @@ class Applier:
 
     def _store_full(self) -> None:
         self.store_full_calls += 1
+        return None  # as when an alarm is already active: answers are not held
 
     async def close(self) -> None:
         await self.loop.close()
