@@ -170,8 +170,9 @@ class ApplyLoop:
 
     def _apply_batch(self, entries: list[Entry]) -> BatchOutcome:
         """Apply `entries` as one store batch. A full LMDB map (StoreFullError) aborts the batch
-        whole; the map is then grown (doubled until the batch fits) and the same entries applied again, so this member ends in
-        the same state as every other one, and the outcome asks for the NOSPACE alarm."""
+        whole; the map is then grown (doubled until the batch fits) and the same entries applied
+        again, so this member ends in the same state as every other one, and the outcome asks for
+        the NOSPACE alarm."""
         grown_from = 0
         while True:
             try:
