@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--heartbeat-interval", type=int, default=100, help="ms")
     a("--election-timeout", type=int, default=1000, help="ms")
     a("--snapshot-count", type=int, default=100000)
+    a("--experimental-snapshot-catchup-entries", type=int, default=5000,
+      help="entries kept in the Raft log behind a snapshot for slow followers (etcd 3.5's flag)")
     a("--auto-compaction-mode", choices=["periodic", "revision"], default="periodic")
     a("--auto-compaction-retention", default="0")
     a("--cert-file", default="", help="client server TLS cert file")
@@ -146,6 +148,7 @@ def config_from_args(args: argparse.Namespace) -> MemberConfig:
         heartbeat_interval_ms=args.heartbeat_interval,
         election_timeout_ms=args.election_timeout,
         snapshot_count=args.snapshot_count,
+        snapshot_catchup_entries=args.experimental_snapshot_catchup_entries,
         auto_compaction_mode=args.auto_compaction_mode,
         auto_compaction_retention=args.auto_compaction_retention,
         watch_progress_notify_interval=parse_duration(args.experimental_watch_progress_notify_interval),
@@ -173,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         from . import local_stack
 
         return local_stack.main(argv[1:])
+    if argv[:1] == ["snapshot"]:
+        from . import snapshot_restore
+
+        return snapshot_restore.main(argv[1:])
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     try:

@@ -19,9 +19,9 @@ from cluster.mvcc.encoding import (
     LEASE_RECORD,
     META_COMPACTION,
     META_COMPACTION_LAYOUT,
+    META_SERVER_PREFIX,
     META_STATE,
     META_STATE_LAYOUT,
-    SERVER_RECORD_PREFIX,
     REVISION,
     key_ref,
 )
@@ -294,11 +294,15 @@ class WriteBatch:
         self._txn.delete(key, db=self._env.auth)
 
     @_space_checked
-    def put_server_record(self, name: bytes, value: bytes) -> None:
-        """Keep a server record (e.g. the membership) with this batch: committed atomically with
-        the applied index, carried in the store's image; read back with
-        `MVCCStore.server_record`. Not part of the key space nor of any hash."""
-        self._txn.put(SERVER_RECORD_PREFIX + name, value, db=self._env.meta)
+    def put_server_meta(self, name: bytes, value: bytes | None) -> None:
+        """Set (None: delete) a record of the server's own state, committed with this batch and
+        its applied index, and carried by snapshot() copies (e.g. the member's alarms). It takes
+        no revision and is not hashed."""
+        key = META_SERVER_PREFIX + name
+        if value is None:
+            self._txn.delete(key, db=self._env.meta)
+        else:
+            self._txn.put(key, value, db=self._env.meta)
 
     # -- end of batch ------------------------------------------------------------------------------
     @_space_checked

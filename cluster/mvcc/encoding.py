@@ -98,7 +98,7 @@ META_STATE_LAYOUT = struct.Struct(">qqq")
 META_COMPACTION = b"compaction"  # pending physical compaction: target revision + cursor ref
 META_COMPACTION_LAYOUT = struct.Struct(">q")
 META_SCHEMA = b"schema"
-SERVER_RECORD_PREFIX = b"server/"  # records the server keeps with the data (WriteBatch.put_server_record)
+META_SERVER_PREFIX = b"server/"  # state the server keeps with the data (server_meta / put_server_meta)
 SCHEMA_VERSION = b"1"
 
 # leases database: lease id -> (granted ttl, checkpointed remaining ttl)

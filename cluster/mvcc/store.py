@@ -22,9 +22,9 @@ from cluster.mvcc.encoding import (
     LEASE_RECORD,
     META_COMPACTION,
     META_SCHEMA,
+    META_SERVER_PREFIX,
     META_STATE,
     META_STATE_LAYOUT,
-    SERVER_RECORD_PREFIX,
     SCHEMA_VERSION,
 )
 from cluster.mvcc.env import DATA_FILE, DEFAULT_MAP_SIZE, EnvGate, StoreEnv
@@ -93,10 +93,6 @@ class MVCCStore:
                 return fn(env, txn)
         finally:
             self._gate.release()
-
-    def server_record(self, name: bytes) -> Optional[bytes]:
-        """A record written by `WriteBatch.put_server_record`, as last committed; None if never."""
-        return self._read(lambda env, txn: txn.get(SERVER_RECORD_PREFIX + name, db=env.meta))
 
     def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
         def read(env: StoreEnv, txn):
@@ -178,6 +174,10 @@ class MVCCStore:
 
         return self._read(read)
 
+    def server_meta(self, name: bytes) -> Optional[bytes]:
+        """The server record `name` as of the last commit (WriteBatch.put_server_meta), or None."""
+        return self._read(lambda env, txn: txn.get(META_SERVER_PREFIX + name, db=env.meta))
+
     def db_size(self) -> int:
         """Bytes allocated by the database file (LMDB's high-water mark of pages)."""
         env = self._gate.acquire()
@@ -258,6 +258,22 @@ class MVCCStore:
             self._gate.swap(replace)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def grow_map(self) -> int:
+        """Double the LMDB map size (after a StoreFullError, so the batch can be applied again:
+        every member must apply the same entries). Writer thread, no batch open; readers wait
+        during the resize only. Returns the new map size."""
+        if self._batch is not None:
+            raise RuntimeError("grow_map with a write batch open")
+        new_size = self.map_size * 2
+
+        def resize(env: StoreEnv) -> StoreEnv:
+            env.env.set_mapsize(new_size)
+            return env
+
+        self._gate.swap(resize)
+        self.map_size = new_size
+        return new_size
 
     def replace_with(self, db_path: str) -> None:
         """Make the database file `db_path` (a copy written by another store's `snapshot`, already

@@ -44,6 +44,9 @@ def check_flags(cfg) -> None:
             f"--heartbeat-interval[{cfg.heartbeat_interval_ms}ms]")
     if getattr(cfg, "snapshot_count", 1) <= 0:
         raise BootstrapError(f"--snapshot-count must be positive, got {cfg.snapshot_count}")
+    if getattr(cfg, "snapshot_catchup_entries", 1) <= 0:
+        raise BootstrapError("--experimental-snapshot-catchup-entries must be positive, got "
+                             f"{cfg.snapshot_catchup_entries}")
     configured = parse_initial_cluster(cfg.initial_cluster)
     if cfg.name not in configured:
         raise BootstrapError(
@@ -65,8 +68,9 @@ def build_replicated_log(cfg, membership: Membership, member_dir: str, registry:
     voters (a new cluster), else empty (joining a running one). `on_removed()`: a peer refused
     this member as removed from the cluster. Raises `BootstrapError` for bad flags.
 
-    Test knobs (environment): `KVCLUSTER_WAL_SEGMENT_BYTES` (WAL segment size, default 64 MiB)
-    and `KVCLUSTER_SNAPSHOT_CATCHUP_ENTRIES` (entries kept behind a compaction, default 5000)."""
+    Entries kept behind a compaction: `--experimental-snapshot-catchup-entries` (etcd 3.5's
+    flag, default 5000). Test knob (environment; etcd has no flag for it):
+    `KVCLUSTER_WAL_SEGMENT_BYTES` (WAL segment size, default 64 MiB)."""
     try:
         check_flags(cfg)
     except BootstrapError as exc:
@@ -90,7 +94,7 @@ def build_replicated_log(cfg, membership: Membership, member_dir: str, registry:
         on_leader_change=lambda _lead: metrics.leader_changes.inc(),
         count_read_round=metrics.read_indexes.inc, count_reads=metrics.count_reads,
         image=image, snapshot_count=cfg.snapshot_count,
-        catch_up_entries=int(os.environ.get("KVCLUSTER_SNAPSHOT_CATCHUP_ENTRIES", CATCH_UP_ENTRIES)))
+        catch_up_entries=getattr(cfg, "snapshot_catchup_entries", CATCH_UP_ENTRIES))
 
 
 def _segment_size() -> int:

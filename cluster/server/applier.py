@@ -8,15 +8,19 @@ This is the seam's apply callback. For each batch handed over by the log:
    changes, report applied membership changes (`on_member_change`), then resolve the
    proposers' futures in `RequestWait`.
 Membership (membership.py) changes on the apply thread, and the batch that changed it also
-writes it to the store (`put_server_record`), atomically with the applied index.
+writes it to the store (`put_server_meta`), atomically with the applied index.
 Nothing here validates requests; that happened before proposing (validation.py). What depends on
 state is decided here, identically on every member: NOSPACE gating, lease existence, revisions,
 auth (auth/store.py applies auth entries and checks each write's permission from its header).
+A full LMDB map never half-applies a batch nor stops the member: the batch is applied again in a
+grown map (the same entries as on every other member) and `on_no_space` raises NOSPACE. So does
+a write that takes this member's store to the quota (applied, but answered NO_SPACE, as etcd).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +35,7 @@ from . import errors
 from .alarms import AlarmSet
 from .lessor import Lessor
 from .membership import STORE_META_KEY
+from .quota import request_cost
 from .request_wait import RequestWait
 from .seam import Entry
 
@@ -56,6 +61,10 @@ class BatchOutcome:
     lease_changes: list[tuple[int, int | None]] = field(default_factory=list)
     revision: int = 0                                                  # store revision after commit
     member_changes: list = field(default_factory=list)                 # applied MemberChanges
+    store_full: bool = False          # the LMDB map filled up: the member raises NOSPACE
+    over_quota: bool = False          # a write took the store to --quota-backend-bytes: likewise
+    over_quota_ids: set = field(default_factory=set)  # their request ids (answered NO_SPACE)
+    start_size: int = 0               # the store's size when the batch began (quota checks)
 
 
 class ApplyLoop:
@@ -66,7 +75,8 @@ class ApplyLoop:
                  on_member_change: Callable[[list], None] | None = None,
                  observe_commit: Callable[[float], None] | None = None,
                  count_ops: Callable[[internal_pb2.InternalRequest], None] | None = None,
-                 auth=None):
+                 auth=None, quota_bytes: int = 0,
+                 on_no_space: Callable[[], asyncio.Future | None] | None = None):
         self.store = store
         self.lessor = lessor
         self.alarms = alarms
@@ -78,6 +88,10 @@ class ApplyLoop:
         self._observe_commit = observe_commit
         self._count_ops = count_ops
         self.auth = auth  # auth.store.AuthStore: auth entries, and permission checks of writes
+        self.quota_bytes = quota_bytes  # --quota-backend-bytes resolved; 0: no quota
+        # event loop: propose this member's NOSPACE alarm; returns the proposal's future, or
+        # None when a NOSPACE alarm is already active
+        self._on_no_space = on_no_space
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply")
         self._compaction_task: asyncio.Task | None = None
         self._compaction_waiters: list[asyncio.Future] = []
@@ -90,13 +104,20 @@ class ApplyLoop:
                 self.lessor.on_revoked(lease_id)
             else:
                 self.lessor.on_granted(lease_id, ttl)
+        alarm = None
+        if (outcome.store_full or outcome.over_quota) and self._on_no_space is not None:
+            alarm = self._on_no_space()
         if outcome.changes:
             self._notify_watchers(outcome.changes, outcome.revision)
         self.resume_compaction()
         if outcome.member_changes and self._on_member_change is not None:
             self._on_member_change(outcome.member_changes)
         for request_id, result in outcome.results:
-            self.wait.trigger(request_id, result)
+            if alarm is not None and request_id in outcome.over_quota_ids:
+                # as etcd: the writer hears NO_SPACE once the alarm is raised (and listed)
+                alarm.add_done_callback(lambda _t, rid=request_id, res=result: self.wait.trigger(rid, res))
+            else:
+                self.wait.trigger(request_id, result)
 
     def resume_compaction(self) -> None:
         """If the store has physical compaction left, run its chunks on the apply thread,
@@ -114,7 +135,7 @@ class ApplyLoop:
 
     async def _finish_compaction(self) -> None:
         try:
-            while await self.run_exclusive(self.store.continue_compaction):
+            while await self.run_exclusive(self._continue_compaction):
                 await asyncio.sleep(0)
         finally:
             self._compaction_task = None
@@ -122,6 +143,14 @@ class ApplyLoop:
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
+
+    def _continue_compaction(self) -> bool:
+        """Apply thread: one compaction chunk; a full map is grown and the chunk retried."""
+        try:
+            return self.store.continue_compaction()
+        except store_errors.StoreFullError:
+            self.store.grow_map()
+            return True
 
     async def run_exclusive(self, fn, *args):
         """Run `fn(*args)` on the apply thread, between batches (e.g. store.defragment)."""
@@ -154,7 +183,35 @@ class ApplyLoop:
     # -- apply thread ----------------------------------------------------------------------------
 
     def _apply_batch(self, entries: list[Entry]) -> BatchOutcome:
-        outcome = BatchOutcome()
+        """Apply `entries` as one store batch. A full LMDB map (StoreFullError) aborts the batch
+        whole; the map is then grown (doubled until the batch fits) and the same entries applied
+        again, so this member ends in the same state as every other one, and the outcome asks for
+        the NOSPACE alarm."""
+        grown_from = 0
+        # what the entries may change in memory besides the store (both copy-on-write), so that
+        # an aborted attempt leaves no trace: the retry applies the same entries to the same state
+        auth_state = self.auth.state if self.auth is not None else None
+        membership = copy.copy(self.membership)
+        while True:
+            try:
+                outcome = self._apply_batch_once(entries)
+                break
+            except store_errors.StoreFullError as exc:
+                grown_from = grown_from or exc.map_size
+                if self.auth is not None:
+                    self.auth.state = auth_state
+                if membership is not None:
+                    self.membership.reload(membership)
+                self.store.grow_map()  # doubles: a batch is bounded, so this ends
+        if grown_from:
+            log.error("store map full; applied the batch again in a grown map, raising NOSPACE",
+                      extra={"fields": {"map_size": grown_from, "new_map_size": self.store.map_size,
+                                        "first_index": entries[0].index}})
+            outcome.store_full = True
+        return outcome
+
+    def _apply_batch_once(self, entries: list[Entry]) -> BatchOutcome:
+        outcome = BatchOutcome(start_size=self.store.db_size() if self.quota_bytes > 0 else 0)
         batch = self.store.begin()
         try:
             for entry in entries:
@@ -170,6 +227,8 @@ class ApplyLoop:
                         result = self.auth.apply(batch, req, entry.index)
                     else:
                         result = self._apply_one(batch, req, outcome)
+                except store_errors.StoreFullError:
+                    raise  # the batch is aborted whole
                 except store_errors.MVCCError as exc:
                     result = errors.from_store_error(exc)
                 except errors.EtcdError as exc:
@@ -178,7 +237,7 @@ class ApplyLoop:
                     self._count_ops(req)
                 outcome.results.append((req.id, result))
             if self.membership_dirty and self.membership is not None:
-                batch.put_server_record(STORE_META_KEY, self.membership.encode())
+                batch.put_server_meta(STORE_META_KEY, self.membership.encode())
             t0 = time.perf_counter()
             outcome.changes = batch.commit(entries[-1].index)
             self.membership_dirty = False
@@ -186,35 +245,49 @@ class ApplyLoop:
                 self._observe_commit(time.perf_counter() - t0)
         except BaseException:
             batch.abort()
+            self.alarms.discard_staged()
             raise
+        self.alarms.commit_staged()
         outcome.revision = self.store.current_revision
         return outcome
+
+    def _quota_checked(self, outcome: BatchOutcome, request_id: int, kind: str, req, resp):
+        """etcd's quotaApplierV3: a write that grows the store is applied, but answered with
+        NO_SPACE if it would take this member's store (size at the batch's start) to the quota;
+        the member then raises NOSPACE for itself (unless one is active), as etcd's apply does."""
+        cost = request_cost(kind, req)
+        if self.quota_bytes > 0 and cost > 0 and outcome.start_size + cost >= self.quota_bytes:
+            outcome.over_quota = True
+            outcome.over_quota_ids.add(request_id)
+            return errors.NO_SPACE
+        return resp
 
     def _apply_one(self, batch, req: internal_pb2.InternalRequest, outcome: BatchOutcome):
         kind = req.WhichOneof("request")
         if self.auth is not None:
             self.auth.check_write(batch, req)  # the caller's permission, from the entry's header
         if kind == "put":
-            if self.alarms.no_space:
+            if self.alarms.no_space_staged():
                 raise errors.NO_SPACE
-            return batch.put(req.put)
+            return self._quota_checked(outcome, req.id, "put", req.put, batch.put(req.put))
         if kind == "delete_range":
             return batch.delete_range(req.delete_range)
         if kind == "txn":
-            if self.alarms.no_space and txn_has_put(req.txn):
+            if self.alarms.no_space_staged() and txn_has_put(req.txn):
                 raise errors.NO_SPACE
-            return batch.txn(req.txn)
+            return self._quota_checked(outcome, req.id, "txn", req.txn, batch.txn(req.txn))
         if kind == "compaction":
             batch.compact(req.compaction.revision)
             return rpc_pb2.CompactionResponse()
         if kind == "lease_grant":
-            if self.alarms.no_space:
+            if self.alarms.no_space_staged():
                 raise errors.NO_SPACE
             lease_id = req.lease_grant.ID
             ttl = self.lessor.effective_ttl(req.lease_grant.TTL)
             batch.lease_grant(lease_id, ttl)  # LeaseExistsError -> "lease already exists"
             outcome.lease_changes.append((lease_id, ttl))
-            return rpc_pb2.LeaseGrantResponse(ID=lease_id, TTL=ttl)
+            return self._quota_checked(outcome, req.id, "lease_grant", req.lease_grant,
+                                       rpc_pb2.LeaseGrantResponse(ID=lease_id, TTL=ttl))
         if kind == "lease_revoke":
             batch.lease_revoke(req.lease_revoke.ID)
             outcome.lease_changes.append((req.lease_revoke.ID, None))
@@ -224,7 +297,7 @@ class ApplyLoop:
                 batch.lease_checkpoint(cp.ID, cp.remaining_TTL)
             return rpc_pb2.LeaseCheckpointResponse()
         if kind == "alarm":
-            return self.alarms.apply(req.alarm)
+            return self.alarms.apply(batch, req.alarm)
         if kind == "member_attributes":
             attrs = req.member_attributes
             if self.membership is not None and self.membership.apply_published(

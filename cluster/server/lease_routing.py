@@ -12,6 +12,9 @@ So, as etcd's `EtcdServer.LeaseRenew` / `LeaseTimeToLive` do:
   not hold the call): the router then retries with whoever leads next, every `retry_interval`, until
   `timeout` (etcd's request timeout). Then it fails with "etcdserver: no leader" when there was
   no leader at the end, "etcdserver: request timed out" otherwise.
+- A lease the leader does not know while it has committed entries left to apply is not answered
+  as unknown (TTL 0, which ends a client's session) but retried: its grant may be among them
+  (etcd's leader waits for its applied index before a renewal).
 - With a log that has no peers (`LocalLog`, one member), everything is local.
 
 The router is also the `LeasePrimary` the peer service answers forwarded calls with: its
@@ -57,12 +60,25 @@ class LeaseRouter:
         if not self._is_leader():
             raise LookupError("not leader")
         ttl = self._lessor.renew(lease_id)
+        if not ttl:
+            self._unknown_lease_yet()
         return (ttl, ttl) if ttl else None
 
     def time_to_live_as_leader(self, lease_id: int) -> LeaseAnswer:
         if not self._is_leader():
             raise LookupError("not leader")
-        return self._lessor.time_to_live(lease_id)
+        answer = self._lessor.time_to_live(lease_id)
+        if answer is None:
+            self._unknown_lease_yet()
+        return answer
+
+    def _unknown_lease_yet(self) -> None:
+        """A lease this leader does not know may be granted by an entry committed but not yet
+        applied here (the follower that proposed it applied it first): as etcd's leader waits
+        for its applied index before renewing, refuse for now, and the caller retries. Only a
+        lease unknown with everything committed applied is answered as not found (TTL 0)."""
+        if self._peers is not None and self._log.applied_index < self._log.committed_index:
+            raise LookupError("lease grant not applied yet on the leader")
 
     # -- the Lease service's calls --------------------------------------------------------------
 

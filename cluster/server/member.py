@@ -89,6 +89,7 @@ class MemberConfig:
     heartbeat_interval_ms: int = 100
     election_timeout_ms: int = 1000
     snapshot_count: int = 100000
+    snapshot_catchup_entries: int = 5000  # etcd 3.5's --experimental-snapshot-catchup-entries
     auto_compaction_mode: str = "periodic"
     auto_compaction_retention: str = "0"
     watch_progress_notify_interval: float = 600.0
@@ -125,6 +126,7 @@ class Member:
         self._stopped = asyncio.Event()
         self.store = None
         self._key_count = 0
+        self._no_space_proposal: asyncio.Task | None = None  # at most one in flight
         self.grpc_server: grpc.aio.Server | None = None
         self.http: MetricsHTTPServer | None = None
 
@@ -144,7 +146,7 @@ class Member:
         self.log = self._build_log(bootstrap)
         self.headers = ResponseHeaders(self.membership.cluster_id, self.member_id, self.log, store)
         self.wait = RequestWait()
-        self.alarms = AlarmSet(os.path.join(self._member_dir, "alarms.json"))
+        self.alarms = await loop.run_in_executor(self._readers, AlarmSet, store)
         self.lessor = Lessor(min_lease_ttl(cfg.election_timeout_ms, cfg.heartbeat_interval_ms),
                              self._revoke_expired_lease,
                              is_leader=lambda: self.log.leader_id == self.member_id)
@@ -159,7 +161,9 @@ class Member:
                                     membership=self.membership,
                                     on_member_change=self._membership_changed,
                                     observe_commit=self.metrics.backend_commit.observe,
-                                    count_ops=self.metrics.count_applied, auth=self.auth)
+                                    count_ops=self.metrics.count_applied, auth=self.auth,
+                                    quota_bytes=quota_bytes_from_flag(cfg.quota_backend_bytes),
+                                    on_no_space=self._raise_no_space)
         self.proposer = Proposer(self.log, self.wait, RequestIdGenerator(self.member_id),
                                  max_request_bytes=cfg.max_request_bytes, timeout=cfg.request_timeout)
         self.quota = BackendQuota(store, self.alarms, quota_bytes_from_flag(cfg.quota_backend_bytes),
@@ -296,6 +300,22 @@ class Member:
         """Lessor: an expired lease becomes a LeaseRevoke proposal (fire and forget)."""
         asyncio.create_task(self._propose_quietly(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lease_id)))
 
+    def _raise_no_space(self) -> asyncio.Task | None:
+        """ApplyLoop: a write took this member's store to the quota, or its map filled up; raise
+        NOSPACE for this member through the log (unless a NOSPACE alarm is active), as etcd."""
+        if self.alarms.no_space:
+            return None
+        if self._no_space_proposal is None:
+            self._no_space_proposal = asyncio.create_task(self._propose_no_space())
+        return self._no_space_proposal
+
+    async def _propose_no_space(self) -> None:
+        try:
+            await self._propose_alarm(rpc_pb2.AlarmRequest(
+                action=rpc_pb2.AlarmRequest.ACTIVATE, memberID=self.member_id, alarm=rpc_pb2.NOSPACE))
+        finally:
+            self._no_space_proposal = None
+
     async def _propose_alarm(self, req: rpc_pb2.AlarmRequest) -> None:
         await self._propose_quietly(alarm=req)
 
@@ -358,7 +378,7 @@ class Member:
     async def _resolve_membership_record(self) -> tuple[Membership, bool, bool]:
         cfg = self.cfg
         raw = await asyncio.get_running_loop().run_in_executor(
-            self._readers, self.store.server_record, STORE_META_KEY)
+            self._readers, self.store.server_meta, STORE_META_KEY)
         if raw is not None and WAL.exists(os.path.join(self._member_dir, "wal")):
             return Membership.decode(raw), True, False
         # (a record without a WAL: a store restored from a snapshot, which starts a new cluster
@@ -405,7 +425,7 @@ class Member:
     async def reload_membership(self) -> None:
         """The store was replaced by a leader's image: take the membership it carries."""
         raw = await asyncio.get_running_loop().run_in_executor(
-            self._readers, self.store.server_record, STORE_META_KEY)
+            self._readers, self.store.server_meta, STORE_META_KEY)
         if raw is None:
             return
         self.membership.reload(Membership.decode(raw))

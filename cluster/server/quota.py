@@ -59,9 +59,11 @@ class BackendQuota:
         self._size_at = 0.0
 
     def check(self, kind: str, req) -> bool:
-        """Event loop, cheap (cached db size). Raises NO_SPACE while the NOSPACE alarm is active;
+        """Event loop, cheap (cached db size). Raises NO_SPACE while the NOSPACE alarm is active and
+        the request grows the store (cost > 0);
         returns True if the write would exceed the quota: the caller must then `await refuse()`."""
-        if self.alarms.no_space:
+        cost = request_cost(kind, req)
+        if self.alarms.no_space and cost > 0:  # a txn that only deletes or reads still runs
             raise errors.NO_SPACE
         if self.quota_bytes <= 0:
             return False
@@ -69,7 +71,7 @@ class BackendQuota:
         if now - self._size_at > _SIZE_REFRESH_SECONDS:
             self._size = self.store.db_size()
             self._size_at = now
-        return self._size + request_cost(kind, req) > self.quota_bytes
+        return self._size + cost >= self.quota_bytes  # etcd's Available: size + cost < quota
 
     async def refuse(self) -> None:
         """Raise the NOSPACE alarm (applied before returning, as etcd's quota interceptor does),

@@ -3,7 +3,8 @@
 The store is its own snapshot: compaction makes it durable (`sync`), a leader sends a consistent
 copy of its database (`write_image`), and a follower that fell behind the leader's compacted log
 swaps its database for that copy (`install_image`), then rebuilds what it derives from the store:
-the lessor's leases, the membership (the image carries it) and the watch hub's position (every watcher catches up again from the new
+the lessor's leases, the alarms (kept in the store as a server record), the membership and the
+auth state (the image carries both), and the watch hub's position (every watcher catches up again from the new
 store's history, or is cancelled as compacted).
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-
 
 
 class MemberStoreImage:
@@ -34,6 +34,7 @@ class MemberStoreImage:
         await m.apply_loop.run_exclusive(store.replace_with, path)
         leases = await asyncio.get_running_loop().run_in_executor(None, store.leases)
         m.lessor.reset(leases)
+        await asyncio.get_running_loop().run_in_executor(None, m.alarms.reload)
         m.auth.load(await asyncio.get_running_loop().run_in_executor(None, store.auth_records))
         await m.reload_membership()
         hub = getattr(m, "hub", None)

@@ -1,8 +1,10 @@
-"""Running etcdctl 3.4 (API v3) against one endpoint: one-shot commands and background watches."""
+"""Running etcdctl 3.4 (API v3) against endpoints: one-shot commands and background commands
+(watch, lock, elect)."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -93,6 +95,17 @@ class BackgroundWatch:
         except TimeoutError:
             return False
         return shown()
+
+    def interrupt(self) -> Run:
+        """Stop etcdctl with SIGINT, as an operator's Ctrl-C (`lock`/`elect` then give up the
+        lock or leadership), wait for it to exit, and return what it printed."""
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGINT)
+            try:
+                self._proc.wait(timeout=COMMAND_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+        return self.stop()
 
     def discard_output(self) -> None:
         """Forget what was printed so far (used once a live watch is known to be established)."""

@@ -23,9 +23,9 @@ READWRITE = auth_pb2.Permission.READWRITE
 @pytest.fixture
 def kv3_small_snapshots(procs, tmp_path, monkeypatch) -> ClusterView:
     monkeypatch.setenv("KVCLUSTER_WAL_SEGMENT_BYTES", str(SEGMENT_BYTES))
-    monkeypatch.setenv("KVCLUSTER_SNAPSHOT_CATCHUP_ENTRIES", "100")
     spec = ClusterSpec.allocate(str(tmp_path), 3, extra_flags=[
-        "--log-level", "info", "--snapshot-count", str(SNAPSHOT_COUNT)])
+        "--log-level", "info", "--snapshot-count", str(SNAPSHOT_COUNT),
+        "--experimental-snapshot-catchup-entries", "100"])
     view = ClusterView(procs, start_kv_cluster(procs, spec))
     try:
         yield view

@@ -1,14 +1,21 @@
-"""kill -9 under write load: no acknowledged write is lost, every acknowledged write is read back
-through another member, and the members converge to equal HashKV."""
+"""kill -9 under write load (16 clients failing over between endpoints), on 3 and on 5 members:
+kill -9 the leader, restart it, kill -9 a follower, restart it. No acknowledged write is lost,
+every acknowledged write is read back through another member, and the members converge to equal
+HashKV. The longest stretch without an acknowledged write is printed; the `bench` variant also
+asserts it is under 3 s (timing: not asserted by default on a loaded machine)."""
 
 from __future__ import annotations
 
+import pytest
+
+from cluster.launch import ClusterSpec, wait_until
 from protos.etcdserverpb import rpc_pb2
-from cluster.launch import wait_until
+from tests.support.kvstack import start_kv_cluster
 
-from .cluster_client import FailoverWriter
+from .cluster_client import ClusterView, FailoverWriter
 
-WRITERS = 4
+WRITERS = 16
+MAX_STALL_SECONDS = 3.0
 
 
 def acked_count(writers) -> int:
@@ -20,7 +27,29 @@ def wait_for_more_acks(writers, more: int, timeout: float = 20.0) -> None:
     wait_until(lambda: acked_count(writers) >= target, timeout, f"{more} more acknowledged writes")
 
 
-def test_kill_leader_then_follower_under_load_loses_no_acknowledged_write(kv3):
+@pytest.fixture(params=[3, 5], ids=["3-members", "5-members"])
+def cluster(request, procs, tmp_path) -> ClusterView:
+    spec = start_kv_cluster(procs, ClusterSpec.allocate(str(tmp_path), request.param,
+                                                        extra_flags=["--log-level", "info"]))
+    view = ClusterView(procs, spec)
+    try:
+        yield view
+    finally:
+        view.close()
+
+
+def test_kill_leader_then_follower_under_load_loses_no_acknowledged_write(cluster):
+    kill_leader_then_follower(cluster)
+
+
+@pytest.mark.bench
+def test_kill_leader_then_follower_stalls_writes_under_3s(cluster):
+    longest_gap = kill_leader_then_follower(cluster)
+    assert longest_gap < MAX_STALL_SECONDS
+
+
+def kill_leader_then_follower(kv3: ClusterView) -> float:
+    """The crash run; asserts no loss, no stale read, equal HashKV; returns the longest stall."""
     old_leader = kv3.wait_leader()
     writers = [FailoverWriter(kv3.spec, i) for i in range(WRITERS)]
     for w in writers:
@@ -38,7 +67,7 @@ def test_kill_leader_then_follower_under_load_loses_no_acknowledged_write(kv3):
         kv3.wait_leader()
         wait_for_more_acks(writers, 100)
 
-        follower = next(n for n in kv3.clients if n != kv3.leader())
+        follower = next(n for n in kv3.clients if n != kv3.wait_leader())
         kv3.kill(follower)
         wait_for_more_acks(writers, 50)
         kv3.restart(follower)
@@ -65,6 +94,6 @@ def test_kill_leader_then_follower_under_load_loses_no_acknowledged_write(kv3):
     # Failover kept writes flowing: the longest stretch without any acknowledgement.
     times = sorted(t for w in writers for t in w.ack_times)
     longest_gap = max(b - a for a, b in zip(times, times[1:]))
-    print(f"acked={len(acked)} errors={sum(w.errors for w in writers)} "
+    print(f"members={len(kv3.clients)} acked={len(acked)} errors={sum(w.errors for w in writers)} "
           f"longest_gap={longest_gap:.2f}s revision={revision}")
-    assert longest_gap < 5.0
+    return longest_gap

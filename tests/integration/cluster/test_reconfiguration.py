@@ -236,10 +236,10 @@ def _refused(call) -> str | None:
     return None
 
 
-def test_restarted_and_snapshot_caught_up_members_report_the_current_membership(procs, tmp_path, monkeypatch):
-    monkeypatch.setenv("KVCLUSTER_SNAPSHOT_CATCHUP_ENTRIES", "10")
+def test_restarted_and_snapshot_caught_up_members_report_the_current_membership(procs, tmp_path):
     spec = start_kv_cluster(procs, ClusterSpec.allocate(
-        str(tmp_path), 3, extra_flags=["--log-level", "info", "--snapshot-count", "50"]))
+        str(tmp_path), 3, extra_flags=["--log-level", "info", "--snapshot-count", "50",
+                                       "--experimental-snapshot-catchup-entries", "10"]))
     view = ClusterView(procs, spec)
     m1, m2, m3 = spec.members
     try:
