@@ -122,6 +122,7 @@ def scenario(cluster: ThreeMembers) -> list[str]:
     t.run("member", "list", "-w", "json")
     t.run("member", "list", "-w", "table")
     t.run("member", "add", "m4", "--peer-urls", m4.peer_url, "--learner", retry_while=UNHEALTHY)
+    assert "m4" in t.ids, "member add printed no ID:\n" + "\n".join(t.lines)
     learner = f"{t.ids['m4']:x}"
     t.run("member", "add", "m5", "--peer-urls", unused, "--learner")
     t.run("member", "add", "m5", "--peer-urls", cluster.spec.members[1].peer_url)
@@ -146,6 +147,7 @@ def scenario(cluster: ThreeMembers) -> list[str]:
     t.run("member", "update", learner, "--peer-urls", unused)
     t.run("member", "add", "m6", "--peer-urls", m6_url, retry_while=UNHEALTHY)
     t.run("member", "list")
+    assert "m6" in t.ids, "member add printed no ID:\n" + "\n".join(t.lines)
     t.run("member", "remove", f"{t.ids['m6']:x}")
     t.run("member", "list", "-w", "table")
     return t.lines
