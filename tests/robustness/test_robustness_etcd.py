@@ -14,10 +14,10 @@ from tests.robustness.report import table
 from tests.robustness.rounds import run_round
 
 
-def run_rounds(stack: Stack, tmp_path, title: str, cases, seed: int):
+def run_rounds(stack: Stack, tmp_path, title: str, cases, seed: int, **round_args):
     reports = []
     for i, case in enumerate(cases):
-        reports.append(run_round(stack, i, case, seed + i, str(tmp_path / "rounds")))
+        reports.append(run_round(stack, i, case, seed + i, str(tmp_path / "rounds"), **round_args))
     text = table(reports, title)
     print("\n" + text)
     (tmp_path / "report.txt").write_text(text + "\n")

@@ -1,0 +1,75 @@
+"""A cluster (etcd 3.4.23 or ours, same flags) whose peer links all pass through a `FaultRelay`.
+
+Each member listens for peers on its real peer port (--listen-peer-urls) but advertises its relay
+port (--initial-advertise-peer-urls, and the --initial-cluster entries), so peers dial the relay.
+Clients still talk to the members directly: only peer links are faulted.
+
+`start_relayed_stack` starts the relay first, then the members, and returns a `Stack` whose
+`relay` the network fault cases drive (faults.py). The relay attributes a connection to the member
+whose process owns the dialing socket (pids from the stack's ProcessGroup).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cluster.launch import LOOPBACK, ClusterSpec, Member, ProcessGroup, free_port, wait_until
+
+from .faults import Stack
+from .relay import FaultRelay, pid_owning_dialer
+
+
+@dataclass
+class RelayedMember(Member):
+    """A member whose peers reach it through `relay_port`."""
+
+    relay_port: int = 0
+
+    @property
+    def relay_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.relay_port}"
+
+
+class RelayedClusterSpec(ClusterSpec):
+    """etcd's flags with the advertised peer URLs pointing at the relay."""
+
+    @classmethod
+    def allocate(cls, base_dir: str, size: int, extra_flags: list[str] | None = None) -> "RelayedClusterSpec":
+        base = ClusterSpec.allocate(base_dir, size, extra_flags)
+        members = [RelayedMember(m.name, m.client_port, m.peer_port, m.metrics_port, m.data_dir,
+                                 relay_port=free_port()) for m in base.members]
+        return cls(members, extra_flags=base.extra_flags)
+
+    @property
+    def initial_cluster(self) -> str:
+        return ",".join(f"{m.name}={m.relay_url}" for m in self.members)
+
+    def argv(self, m: RelayedMember) -> list[str]:
+        argv = super().argv(m)
+        argv[argv.index("--initial-advertise-peer-urls") + 1] = m.relay_url
+        return argv
+
+
+def start_relayed_stack(procs: ProcessGroup, base_dir: str, kind: str, seed: int,
+                        extra_flags: list[str] | None = None, env: dict | None = None) -> Stack:
+    """Relay up, then 3 members of `kind` ("etcd" / "kv"), each serving clients."""
+    spec = RelayedClusterSpec.allocate(base_dir, 3, extra_flags)
+    stack = Stack(procs, spec, kind, env=env or {})
+
+    def origin_of(port: int) -> str | None:
+        pids = {}
+        for m in spec.members:
+            p = procs.procs.get(stack.pname(m))
+            if p is not None and p.poll() is None:
+                pids[p.pid] = m.name
+        pid = pid_owning_dialer(port, list(pids))
+        return pids.get(pid)
+
+    stack.relay = FaultRelay({m.name: (m.relay_port, m.peer_port) for m in spec.members},
+                             origin_of, seed=seed).start()
+    for m in spec.members:
+        stack.start(m)
+    for m in spec.members:
+        wait_until(lambda m=m: stack.serving(m), 60, f"{kind} {m.name} serving\n{procs.log_tail(stack.pname(m))}")
+    wait_until(lambda: stack.leader() is not None, 30, f"a leader in the relayed {kind} cluster")
+    return stack
