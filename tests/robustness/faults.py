@@ -62,6 +62,16 @@ class Stack:
         else:
             self.procs.start(self.pname(m), [*wrap, *KVCLUSTER, *argv], env=env)
 
+    def start_all(self, timeout: float = 60.0) -> "Stack":
+        """Start every member, wait until each serves clients and a leader is elected."""
+        for m in self.spec.members:
+            self.start(m)
+        for m in self.spec.members:
+            wait_until(lambda m=m: self.serving(m), timeout,
+                       f"{self.kind} {m.name} serving\n{self.procs.log_tail(self.pname(m))}")
+        wait_until(lambda: self.leader() is not None, timeout, f"a leader in the {self.kind} cluster")
+        return self
+
     def serving(self, m: Member) -> bool:
         host, port = m.endpoint.rsplit(":", 1)
         return port_open(int(port), host)

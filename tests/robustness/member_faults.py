@@ -82,13 +82,27 @@ def _cluster_call(stack, live: list[Member], fn):
     raise last
 
 
+def _reconfigure(stack, live: list[Member], fn, patience: float = 30.0):
+    """A Cluster call, retried while etcd's strict reconfig check refuses it ("etcdserver:
+    unhealthy cluster": every voting member must have been connected for 5 s), as an operator
+    would retry."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return _cluster_call(stack, live, fn)
+        except grpc.RpcError as e:
+            if "unhealthy cluster" not in (e.details() or "") or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def replace_member(stack, victim: Member, history) -> Member:
     """Remove `victim`, add and start a fresh member in its place; returns the new member."""
     live = [m for m in stack.spec.members if m is not victim]
     st = stack.status(victim, timeout=2.0)
     assert st is not None, f"{victim.name} does not answer Status before its removal"
     victim_id = st.header.member_id
-    _cluster_call(stack, live, lambda c: c.MemberRemove(rpc_pb2.MemberRemoveRequest(ID=victim_id), timeout=10))
+    _reconfigure(stack, live, lambda c: c.MemberRemove(rpc_pb2.MemberRemoveRequest(ID=victim_id), timeout=10))
     history.note(f"removed {victim.name} ({victim_id:x})")
     # etcd stops a removed member by itself; ours may not yet: stop it either way.
     proc = stack.procs.procs.get(stack.pname(victim))
@@ -104,7 +118,7 @@ def replace_member(stack, victim: Member, history) -> Member:
     if os.path.exists(fresh.data_dir):
         shutil.rmtree(fresh.data_dir)
     peer_url = getattr(fresh, "relay_url", fresh.peer_url)
-    _cluster_call(stack, live, lambda c: c.MemberAdd(rpc_pb2.MemberAddRequest(peerURLs=[peer_url]), timeout=10))
+    _reconfigure(stack, live, lambda c: c.MemberAdd(rpc_pb2.MemberAddRequest(peerURLs=[peer_url]), timeout=10))
     history.note(f"added {fresh.name} at {peer_url}")
     stack.spec.members[stack.spec.members.index(victim)] = fresh
     stack.existing.add(fresh.name)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cluster.launch import LOOPBACK, ClusterSpec, Member, ProcessGroup, free_port, wait_until
+from cluster.launch import LOOPBACK, ClusterSpec, Member, ProcessGroup, free_port
 
 from .faults import Stack
 from .relay import FaultRelay, pid_owning_dialer
@@ -67,9 +67,4 @@ def start_relayed_stack(procs: ProcessGroup, base_dir: str, kind: str, seed: int
 
     stack.relay = FaultRelay({m.name: (m.relay_port, m.peer_port) for m in spec.members},
                              origin_of, seed=seed).start()
-    for m in spec.members:
-        stack.start(m)
-    for m in spec.members:
-        wait_until(lambda m=m: stack.serving(m), 60, f"{kind} {m.name} serving\n{procs.log_tail(stack.pname(m))}")
-    wait_until(lambda: stack.leader() is not None, 30, f"a leader in the relayed {kind} cluster")
-    return stack
+    return stack.start_all()
