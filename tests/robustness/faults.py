@@ -173,7 +173,7 @@ LINK_CASES = [FaultCase(t, hold=3.0, link=k, delay=d, jitter=j)
               for t in ("follower", "leader", "quorum")]
 # Kill a follower and keep it down while > 5000 (etcd's catch-up window) + --snapshot-count
 # entries commit: the cluster runs with SNAPSHOT_COUNT, so the follower needs a snapshot.
-SNAPSHOT_COUNT = 1000
+SNAPSHOT_COUNT = 500
 CATCH_UP_CASES = [FaultCase("follower", signal.SIGKILL, catch_up=5000 + 2 * SNAPSHOT_COUNT)]
 # Our raftWalFsync failpoint (300 ms per fsync) on the leader, then on a follower, for 3 s.
 SLOW_FSYNC_MS = 300

@@ -37,6 +37,9 @@ def test_follower_down_until_a_snapshot_is_needed(kind, procs, tmp_path):
     reports, text = run_rounds(stack, tmp_path, f"{kind}, --snapshot-count {SNAPSHOT_COUNT}, seed {seed}",
                                CATCH_UP_CASES, seed)
     _check(reports, text, tmp_path)
+    # It did catch up by a snapshot (and HashKV agreed at the round's end: _check).
+    victim = next(m for m in spec.members if m.name == reports[0].victims[0])
+    assert metric_sum(victim.metrics_url, "etcd_network_snapshot_receive_success") >= 1, text
 
 
 def test_slow_fsync_on_kvcluster(procs, tmp_path):
@@ -52,6 +55,13 @@ def test_slow_fsync_on_kvcluster(procs, tmp_path):
     for r in reports:
         m = next(m for m in spec.members if m.name == r.victims[0])
         assert slow_fsyncs(m.metrics_url) > 0, f"no fsync > 0.256 s on {m.name}\n{text}"
+
+
+def metric_sum(metrics_url: str, name: str) -> float:
+    """The sum of every sample of counter `name` (all label sets; prometheus_client may add _total)."""
+    text = urllib.request.urlopen(f"{metrics_url}/metrics", timeout=10).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith((name + "{", name + " ", name + "_total{", name + "_total ")))
 
 
 def slow_fsyncs(metrics_url: str) -> float:
