@@ -51,10 +51,10 @@ class RelayedClusterSpec(ClusterSpec):
 
 
 def start_relayed_stack(procs: ProcessGroup, base_dir: str, kind: str, seed: int,
-                        extra_flags: list[str] | None = None, env: dict | None = None) -> Stack:
+                        extra_flags: list[str] | None = None, member_env: dict | None = None) -> Stack:
     """Relay up, then 3 members of `kind` ("etcd" / "kv"), each serving clients."""
     spec = RelayedClusterSpec.allocate(base_dir, 3, extra_flags)
-    stack = Stack(procs, spec, kind, env=env or {})
+    stack = Stack(procs, spec, kind, member_env=member_env or {})
 
     def origin_of(port: int) -> str | None:
         pids = {}
