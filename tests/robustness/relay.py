@@ -90,6 +90,7 @@ class FaultRelay:
         self._rng = random.Random(seed)
         self._fault: LinkFault | None = None
         self._links: set[_Link] = set()
+        self._handlers: set[asyncio.Task] = set()  # one per accepted connection
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fault-relay", daemon=True)
         self._servers: list[asyncio.base_events.Server] = []
@@ -107,6 +108,10 @@ class FaultRelay:
 
     def set_fault(self, fault: LinkFault | None) -> None:
         asyncio.run_coroutine_threadsafe(self._set_fault(fault), self._loop).result(10)
+
+    def links(self) -> list[tuple[str | None, str]]:
+        """(origin, destination) of every relayed connection now open (origin None: unattributed)."""
+        return [(link.origin, link.dest) for link in list(self._links)]
 
     def clear(self) -> None:
         self.set_fault(None)
@@ -151,6 +156,9 @@ class FaultRelay:
             srv.close()
         for link in list(self._links):
             link.reset()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         for srv in self._servers:
             await srv.wait_closed()
 
@@ -169,6 +177,15 @@ class FaultRelay:
     async def _accept(self, dest: str, real_port: int, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        me = asyncio.current_task()
+        self._handlers.add(me)
+        try:
+            await self._relay(dest, real_port, reader, writer)
+        finally:
+            self._handlers.discard(me)
+
+    async def _relay(self, dest: str, real_port: int, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
         peer_port = writer.get_extra_info("peername")[1]
         origin = await asyncio.get_running_loop().run_in_executor(None, self._origin_of, peer_port)
         try:
