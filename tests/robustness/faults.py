@@ -233,7 +233,8 @@ def inject(stack: Stack, case: FaultCase, hold_event, history) -> FaultResult:
         _recover(stack, res, time.monotonic())
         return res
     if case.link:
-        stack.relay.set_fault(LinkFault(case.link, frozenset(res.victims), delay=case.delay, jitter=case.jitter))
+        names = frozenset(str(m.relay_port) for m in victims)  # relayed.link_name
+        stack.relay.set_fault(LinkFault(case.link, names, delay=case.delay, jitter=case.jitter))
         try:
             hold_event.wait(case.hold)
         finally:

@@ -6,7 +6,9 @@ connection that ends at X passes through X's listener in this relay, which forwa
 real port. Each accepted connection is attributed to the member that dialed it (`origin_of(port)`:
 the member process that owns the dialing socket, found through /proc). A connection between origin
 O and destination D is *faulted* while a fault is set whose victims include O or D; both of its
-directions are then subject to the fault. Since etcd sends X's messages to Y over a stream Y
+directions are then subject to the fault. A connection that cannot be attributed (its dialing
+socket already gone from /proc when looked up; seen rarely, at start) has origin None and is
+faulted by its destination only. Since etcd sends X's messages to Y over a stream Y
 dialed to X, and we send them over a stream X dialed to Y, faulting every connection that touches
 X (not only X's listener) is what cuts X's links in both directions, for both implementations.
 

@@ -6,7 +6,8 @@ Clients still talk to the members directly: only peer links are faulted.
 
 `start_relayed_stack` starts the relay first, then the members, and returns a `Stack` whose
 `relay` the network fault cases drive (faults.py). The relay attributes a connection to the member
-whose process owns the dialing socket (pids from the stack's ProcessGroup).
+whose process owns the dialing socket (pids from the stack's ProcessGroup); the relay names members
+by `link_name` (their relay port).
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ class RelayedClusterSpec(ClusterSpec):
         return argv
 
 
+def link_name(m: RelayedMember) -> str:
+    """How the relay names a member: by its relay port, which a replacement member keeps (a
+    member replaced by `m1r1` keeps m1's ports), so faults find it under its new name too."""
+    return str(m.relay_port)
+
+
 def start_relayed_stack(procs: ProcessGroup, base_dir: str, kind: str, seed: int,
                         extra_flags: list[str] | None = None, member_env: dict | None = None) -> Stack:
     """Relay up, then 3 members of `kind` ("etcd" / "kv"), each serving clients."""
@@ -61,10 +68,10 @@ def start_relayed_stack(procs: ProcessGroup, base_dir: str, kind: str, seed: int
         for m in spec.members:
             p = procs.procs.get(stack.pname(m))
             if p is not None and p.poll() is None:
-                pids[p.pid] = m.name
+                pids[p.pid] = link_name(m)
         pid = pid_owning_dialer(port, list(pids))
         return pids.get(pid)
 
-    stack.relay = FaultRelay({m.name: (m.relay_port, m.peer_port) for m in spec.members},
+    stack.relay = FaultRelay({link_name(m): (m.relay_port, m.peer_port) for m in spec.members},
                              origin_of, seed=seed).start()
     return stack.start_all()
