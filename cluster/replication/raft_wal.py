@@ -23,6 +23,7 @@ import struct
 import time
 from pathlib import Path
 
+from cluster.failpoints import failpoint
 from cluster.raft import Entry, HardState, Snapshot
 from cluster.raft.snapfile import SnapshotFiles
 from cluster.raft.wal import DEFAULT_SEGMENT_SIZE, WAL, SnapshotMarker
@@ -32,6 +33,7 @@ from .errors import BootstrapError
 log = logging.getLogger(__name__)
 
 _IDENTITY = struct.Struct(">QQ")  # member id, cluster id
+_FP_FSYNC = failpoint("raftWalFsync")  # None unless KVCLUSTER_FAILPOINTS enables it (a slow disk)
 
 
 class MemberWAL:
@@ -100,6 +102,8 @@ class MemberWAL:
         if not sync:
             return 0.0
         t0 = time.perf_counter()
+        if _FP_FSYNC:
+            _FP_FSYNC()
         self._wal.sync()
         return time.perf_counter() - t0
 

@@ -8,6 +8,7 @@ a leader and a write succeeds.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -18,7 +19,15 @@ from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from cluster.launch import KVCLUSTER, KVPROXY, ClusterSpec, Member, ProcessGroup, ProxySpec, port_open, wait_until
 from tests.support.etcd_ref import ETCD_BIN
 
+from .member_faults import replace_member, wait_serving, write_until_compacted
+from .relay import LinkFault
+
 RECOVERY_LIMIT = 5.0
+# Our processes are Python: with PYTHONDONTWRITEBYTECODE set (as in this sandbox) every restart
+# compiles our modules again (~30% of a member's start CPU). A deployed member has its bytecode
+# (pip compiles it), so members restarted under test may write theirs (into __pycache__ beside
+# the sources, git-ignored; a PYTHONPYCACHEPREFIX would recompile the whole stdlib once instead).
+PYTHON_BYTECODE_ENV = {"PYTHONDONTWRITEBYTECODE": ""}
 
 
 @dataclass
@@ -31,9 +40,17 @@ class Stack:
     kind: str
     proxy: ProxySpec | None = None
     network: object = None  # a netns.NetnsNetwork when members run in namespaces
+    relay: object = None    # a relay.FaultRelay on the peer links (relayed.py)
+    env: dict = field(default_factory=dict)  # extra environment of every member process
+    member_env: dict = field(default_factory=dict)  # member name -> extra environment (failpoints)
+    existing: set = field(default_factory=set)  # members (re)started with --initial-cluster-state existing
+
+    def failpoint_switch(self, m: Member) -> str:
+        """The file whose existence switches on m's failpoints (KVCLUSTER_FAILPOINTS_WHILE)."""
+        return self.member_env[m.name]["KVCLUSTER_FAILPOINTS_WHILE"]
 
     def start_proxy(self) -> None:
-        self.procs.start("kvproxy", [*KVPROXY, *self.proxy.argv()])
+        self.procs.start("kvproxy", [*KVPROXY, *self.proxy.argv()], env=PYTHON_BYTECODE_ENV)
 
     def pname(self, m: Member) -> str:
         return f"{'etcd' if self.kind == 'etcd' else 'kv'}-{m.name}"
@@ -41,10 +58,24 @@ class Stack:
     def start(self, m: Member) -> None:
         """Start (or restart: same argv, same data dir) one member, in its netns if it has one."""
         wrap = ["ip", "netns", "exec", m.netns] if getattr(m, "netns", "") else []
+        argv = self.spec.argv(m)
+        if m.name in self.existing:
+            argv[argv.index("--initial-cluster-state") + 1] = "existing"
+        env = {**self.env, **self.member_env.get(m.name, {})}
         if self.kind == "etcd":
-            self.procs.start(self.pname(m), [*wrap, ETCD_BIN, *self.spec.argv(m)], env={"ETCD_UNSUPPORTED_ARCH": ""})
+            self.procs.start(self.pname(m), [*wrap, ETCD_BIN, *argv], env={"ETCD_UNSUPPORTED_ARCH": "", **env})
         else:
-            self.procs.start(self.pname(m), [*wrap, *KVCLUSTER, *self.spec.argv(m)])
+            self.procs.start(self.pname(m), [*wrap, *KVCLUSTER, *argv], env={**PYTHON_BYTECODE_ENV, **env})
+
+    def start_all(self, timeout: float = 60.0) -> "Stack":
+        """Start every member, wait until each serves clients and a leader is elected."""
+        for m in self.spec.members:
+            self.start(m)
+        for m in self.spec.members:
+            wait_until(lambda m=m: self.serving(m), timeout,
+                       f"{self.kind} {m.name} serving\n{self.procs.log_tail(self.pname(m))}")
+        wait_until(lambda: self.leader() is not None, timeout, f"a leader in the {self.kind} cluster")
+        return self
 
     def serving(self, m: Member) -> bool:
         host, port = m.endpoint.rsplit(":", 1)
@@ -88,26 +119,47 @@ class Stack:
 
 @dataclass
 class FaultCase:
-    """What to kill (follower / leader / quorum / all), with which signal, for how long."""
+    """What to fault (follower / leader / quorum / all), how, and for how long.
+
+    Exactly one kind: a signal `sig` (kill + restart, or SIGSTOP/SIGCONT); `blackhole` (netns link
+    down); `link` ("blackhole" / "delay" / "drop" on the peer links through the stack's relay);
+    `slow_fsync` (the victims' raftWalFsync failpoint switched on); `replace` (MemberRemove +
+    MemberAdd of a fresh member). `catch_up` > 0 holds a kill until that many Raft entries
+    committed (the cluster must run with a small --snapshot-count: the victim then needs a
+    snapshot to catch up)."""
 
     target: str
-    sig: int
+    sig: int = 0
     hold: float = 1.0
     blackhole: bool = False  # instead of a signal: the member's network link down for `hold` s
+    link: str = ""
+    delay: float = 0.0
+    jitter: float = 0.0
+    slow_fsync: bool = False
+    replace: bool = False
+    catch_up: int = 0
 
     @property
     def name(self) -> str:
         if self.blackhole:
             return f"blackhole {self.target}"
+        if self.link == "delay":
+            return f"relay delay {self.delay * 1000:.0f}±{self.jitter * 1000:.0f}ms {self.target}"
+        if self.link:
+            return f"relay {self.link} {self.target}"
+        if self.slow_fsync:
+            return f"slow fsync {self.target}"
+        if self.replace:
+            return f"replace {self.target}"
+        if self.catch_up:
+            return f"{signal.Signals(self.sig).name} {self.target} until snapshot"
         return f"{signal.Signals(self.sig).name} {self.target}"
 
     @property
     def pause(self) -> bool:
-        if self.blackhole:
-            return False
         """SIGSTOP: freeze the process for `hold` s, then SIGCONT (no restart). A frozen leader
         is cut off as by a partition, and wakes up still believing it leads."""
-        return self.sig == signal.SIGSTOP
+        return self.sig == signal.SIGSTOP and not self.blackhole
 
 
 FAULT_CASES = [
@@ -120,6 +172,18 @@ PAUSE_CASES = [FaultCase("leader", signal.SIGSTOP, hold=2.5), FaultCase("followe
 # Network blackhole of one member (netns; link down for 3 s > the election timeout, then up).
 BLACKHOLE_CASES = [FaultCase("follower", 0, hold=3.0, blackhole=True),
                    FaultCase("leader", 0, hold=3.0, blackhole=True)]
+# Peer-link faults through the relay (relayed.py), each held 3 s: one follower, the leader, a quorum.
+LINK_CASES = [FaultCase(t, hold=3.0, link=k, delay=d, jitter=j)
+              for k, d, j in (("blackhole", 0, 0), ("delay", 0.15, 0.1), ("drop", 0, 0))
+              for t in ("follower", "leader", "quorum")]
+# Kill a follower and keep it down while > 5000 (etcd's catch-up window) + --snapshot-count
+# entries commit: the cluster runs with SNAPSHOT_COUNT, so the follower needs a snapshot.
+SNAPSHOT_COUNT = 500
+CATCH_UP_CASES = [FaultCase("follower", signal.SIGKILL, catch_up=5000 + 2 * SNAPSHOT_COUNT)]
+# Our raftWalFsync failpoint (300 ms per fsync) on the leader, then on a follower, for 3 s.
+SLOW_FSYNC_MS = 300
+SLOW_FSYNC_CASES = [FaultCase("leader", hold=3.0, slow_fsync=True), FaultCase("follower", hold=3.0, slow_fsync=True)]
+REPLACE_CASES = [FaultCase("follower", replace=True), FaultCase("leader", replace=True)]
 # Only for a Stack with a proxy.
 PROXY_CASES = [FaultCase("proxy", signal.SIGKILL), FaultCase("proxy", signal.SIGTERM),
                FaultCase("leader", signal.SIGKILL)]
@@ -168,9 +232,45 @@ def inject(stack: Stack, case: FaultCase, hold_event, history) -> FaultResult:
         history.note(f"link up {res.victims}")
         _recover(stack, res, time.monotonic())
         return res
+    if case.link:
+        names = frozenset(str(m.relay_port) for m in victims)  # relayed.link_name
+        stack.relay.set_fault(LinkFault(case.link, names, delay=case.delay, jitter=case.jitter))
+        try:
+            hold_event.wait(case.hold)
+        finally:
+            stack.relay.clear()
+        history.note(f"links healed {res.victims}")
+        _recover(stack, res, time.monotonic())
+        return res
+    if case.slow_fsync:
+        switches = [stack.failpoint_switch(m) for m in victims]
+        for path in switches:
+            open(path, "w").close()
+        try:
+            hold_event.wait(case.hold)
+        finally:
+            for path in switches:
+                os.unlink(path)
+        history.note(f"fsync fast again {res.victims}")
+        _recover(stack, res, time.monotonic())
+        return res
+    if case.replace:
+        fresh = replace_member(stack, victims[0], history)
+        res.victims.append(fresh.name)
+        t0 = time.monotonic()
+        _recover(stack, res, t0)
+        try:
+            wait_serving(stack, fresh)
+        except TimeoutError as e:
+            res.problems.append(str(e))
+        return res
     for m in victims:
         stack.procs.kill(stack.pname(m), case.sig, wait=15.0)
     hold_event.wait(case.hold)
+    if case.catch_up:
+        live = [m for m in stack.spec.members if m not in victims]
+        acked = write_until_compacted(stack, live, case.catch_up)
+        history.note(f"{acked} bulk writes while {res.victims} down")
     t0 = time.monotonic()
     history.note(f"restart {res.victims}")
     for m in victims:

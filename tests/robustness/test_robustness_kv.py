@@ -36,13 +36,3 @@ def test_fault_cases_through_kvproxy(procs, kv3, tmp_path):
     reports, text = run_rounds(stack, tmp_path, f"kvproxy -> kvcluster, seed {seed}", PROXY_CASES, seed)
     assert all(r.ops_checked > 100 for r in reports), text
     assert sum(r.n_violations for r in reports) == 0, f"{text}\nkept in {tmp_path}"
-
-
-@pytest.mark.soak
-def test_soak_against_kvcluster(procs, kv3, tmp_path):
-    rounds = int(os.environ.get("ROBUSTNESS_ROUNDS", "100"))
-    seed = int(os.environ.get("ROBUSTNESS_SEED", random.randrange(1 << 20)))
-    stack = Stack(procs, kv3, "kv")
-    cases = [(FAULT_CASES + PAUSE_CASES)[i % (len(FAULT_CASES) + len(PAUSE_CASES))] for i in range(rounds)]
-    reports, text = run_rounds(stack, tmp_path, f"kvcluster soak, seed {seed}", cases, seed)
-    assert sum(r.n_violations for r in reports) == 0, f"{text}\nkept in {tmp_path}"

@@ -30,6 +30,15 @@ def prefix_end(prefix: bytes) -> bytes:
     return bytes(b)
 
 
+def never_sent(e: grpc.RpcError) -> bool:
+    """True when the call failed before reaching any server: no connection could be made (the
+    channel answered UNAVAILABLE "failed to connect to all addresses" itself). Such a write has
+    certainly not happened, so it is left out of the history instead of becoming a "maybe" (during
+    a full-cluster outage hundreds of them would otherwise blow up the linearizability search)."""
+    return (e.code() == grpc.StatusCode.UNAVAILABLE
+            and (e.details() or "").startswith("failed to connect to all addresses"))
+
+
 def _kv(kv) -> Optional[tuple]:
     return (kv.value.decode(), kv.mod_revision)
 
@@ -158,8 +167,9 @@ class KVClient(threading.Thread):
     def _write(self, op: Op, call, parse):
         try:
             resp = call()
-        except grpc.RpcError:
-            self.history.add(op)  # maybe: ret = inf, output None
+        except grpc.RpcError as e:
+            if not never_sent(e):
+                self.history.add(op)  # maybe: ret = inf, output None
             self._backoff()
             return
         op.ret = self.history.now()
