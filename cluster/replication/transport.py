@@ -75,6 +75,7 @@ class PeerStream:
                  report_unreachable: Callable[[int], None],
                  send_snapshot: Callable[[Message], None] | None = None,
                  count_sent: Callable[[int], None] | None = None,
+                 count_failures: Callable[[int], None] | None = None,
                  max_queued: int = MAX_QUEUED_MESSAGES):
         self.peer_id = header.to
         self.url = url
@@ -82,6 +83,7 @@ class PeerStream:
         self._report_unreachable = report_unreachable
         self._send_snapshot = send_snapshot
         self._count_sent = count_sent
+        self._count_failures = count_failures
         self._max_queued = max_queued
         self._queue: deque[Message] = deque()
         self._ready = asyncio.Event()
@@ -184,7 +186,12 @@ class PeerStream:
                     batch.messages.append(raw)
                 if not batch.messages:
                     continue
-                await call.write(batch)
+                try:
+                    await call.write(batch)
+                except BaseException:
+                    if self._count_failures is not None:  # the batch is lost with the stream
+                        self._count_failures(len(batch.messages))
+                    raise
                 self._delivered = True
                 if self._count_sent is not None:
                     self._count_sent(size)
@@ -202,6 +209,8 @@ class PeerStream:
     def _drop(self, count: int, reason: str) -> None:
         self._report_unreachable(self.peer_id)
         if count:
+            if self._count_failures is not None:
+                self._count_failures(count)
             self._dropped += count
             self._warn("dropped raft messages to peer", reason=reason, dropped=count,
                        dropped_total=self._dropped)
@@ -243,6 +252,7 @@ class PeerTransport:
         can_install = getattr(driver, "image", None) is not None
         service = RaftPeerService(self.cluster_id, self.member_id, self._receive,
                                   count_received=m.count_received if m else None,
+                                  count_received_failure=m.count_received_failure if m else None,
                                   snapshots=driver if can_install else None,
                                   count_snapshot=m.count_snapshot if m else None)
         service.lease_primary = self._lease_primary
@@ -253,7 +263,8 @@ class PeerTransport:
             setattr(header, "from", self.member_id)
             stream = PeerStream(header, url, report_unreachable=driver.report_unreachable,
                                 send_snapshot=self._start_snapshot_send if can_install else None,
-                                count_sent=m.sent_counter(peer_id) if m else None)
+                                count_sent=m.sent_counter(peer_id) if m else None,
+                                count_failures=m.sent_failure_counter(peer_id) if m else None)
             stream.start()
             self._streams[peer_id] = stream
 
