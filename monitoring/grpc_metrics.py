@@ -22,9 +22,11 @@ Semantics kept from go-grpc-prometheus:
 - streams: a message counts once the framework has taken it (received: the handler got it;
   sent: the write completed). End of stream is not a message.
 - only methods the server implements are counted; unknown methods (UNIMPLEMENTED) are not.
-- bytes: the protobuf size of every message counted above (as etcd 3.4.23 counts: a Put of key
-  `a` value `b` is 6 bytes received), without gRPC's 5-byte frame prefix or HTTP/2 framing. A
-  handler that takes or returns raw bytes (identity (de)serializers) is counted by their length.
+- bytes: the serialized size of every message (as etcd 3.4.23 counts: a Put of key `a` value
+  `b` is 6 bytes received), without gRPC's 5-byte frame prefix or HTTP/2 framing. They are
+  counted where the bytes already are, at no extra serialization: the handler's deserializer and
+  serializer are wrapped to add `len()` of what they take and return; a handler without one
+  (raw bytes in or out) is counted by the length of the bytes it takes and returns.
 
 Cost: the cache-hit path of the proxy runs through here, so the per-call work is a few integer
 increments on a per-method record (`MethodStats`) reached through a closure built once per
@@ -96,14 +98,10 @@ class MethodStats:
         self.seconds += elapsed
 
 
-def message_size(message) -> int:
-    """Serialized size of a message a handler took or returned: raw bytes (identity
-    (de)serializers) or a protobuf message; 0 for anything else (e.g. a marker for an
-    unparseable request)."""
-    if type(message) is bytes:
-        return len(message)
-    byte_size = getattr(message, "ByteSize", None)
-    return byte_size() if byte_size is not None else 0
+def _raw_size(message) -> int:
+    """The size of a message a handler without (de)serializer took or returned (raw bytes); 0
+    otherwise: a (de)serialized message is counted by `_counting_codecs`."""
+    return len(message) if type(message) is bytes else 0
 
 
 def _code_after_exception(exc: BaseException, context: grpc.aio.ServicerContext) -> int:
@@ -146,13 +144,13 @@ class _CountingContext:
         message = await self._context.read()
         if message is not grpc.aio.EOF:
             self._stats.received += 1
-            self._stats.received_bytes += message_size(message)
+            self._stats.received_bytes += _raw_size(message)
         return message
 
     async def write(self, message) -> None:
         await self._context.write(message)
         self._stats.sent += 1
-        self._stats.sent_bytes += message_size(message)
+        self._stats.sent_bytes += _raw_size(message)
 
     def __getattr__(self, name):
         return getattr(self._context, name)
@@ -161,7 +159,7 @@ class _CountingContext:
 async def _counted_requests(requests: AsyncIterator, stats: MethodStats) -> AsyncIterator:
     async for request in requests:
         stats.received += 1
-        stats.received_bytes += message_size(request)
+        stats.received_bytes += _raw_size(request)
         yield request
 
 
@@ -175,7 +173,7 @@ def _wrap_unary_response(behavior, stats: MethodStats, request_streaming: bool):
             context = _CountingContext(context, stats)
         else:
             stats.received += 1
-            stats.received_bytes += message_size(request)
+            stats.received_bytes += _raw_size(request)
         start = perf_counter()
         try:
             response = await behavior(request, context)
@@ -187,7 +185,7 @@ def _wrap_unary_response(behavior, stats: MethodStats, request_streaming: bool):
         code = _code_after_return(context)
         if code == _OK:
             stats.sent += 1
-            stats.sent_bytes += message_size(response)
+            stats.sent_bytes += _raw_size(response)
         stats.finish(code, start)
         return response
 
@@ -203,7 +201,7 @@ def _wrap_stream_writer(behavior, stats: MethodStats, request_streaming: bool):
             request = _counted_requests(request, stats)
         else:
             stats.received += 1
-            stats.received_bytes += message_size(request)
+            stats.received_bytes += _raw_size(request)
         context = _CountingContext(context, stats)
         start = perf_counter()
         try:
@@ -227,7 +225,7 @@ def _wrap_stream_generator(behavior, stats: MethodStats, request_streaming: bool
             request = _counted_requests(request, stats)
         else:
             stats.received += 1
-            stats.received_bytes += message_size(request)
+            stats.received_bytes += _raw_size(request)
         context = _CountingContext(context, stats)
         start = perf_counter()
         responses = behavior(request, context)
@@ -236,7 +234,7 @@ def _wrap_stream_generator(behavior, stats: MethodStats, request_streaming: bool
                 yield response
                 # Resumed: grpc.aio has finished writing `response`.
                 stats.sent += 1
-                stats.sent_bytes += message_size(response)
+                stats.sent_bytes += _raw_size(response)
             if request_streaming:
                 await _request_stream_settled()
         except BaseException as exc:
@@ -248,6 +246,25 @@ def _wrap_stream_generator(behavior, stats: MethodStats, request_streaming: bool
         stats.finish(_code_after_return(context), start)
 
     return stream_generator
+
+
+def _counting_codecs(handler: grpc.RpcMethodHandler, stats: MethodStats) -> dict:
+    """The handler's request deserializer and response serializer, wrapped to count the bytes
+    they take and return (grpc.aio calls them on the event loop). None stays None: raw bytes."""
+    codecs = {}
+    deserialize, serialize = handler.request_deserializer, handler.response_serializer
+    if deserialize is not None:
+        def counting_deserializer(data: bytes):
+            stats.received_bytes += len(data)
+            return deserialize(data)
+        codecs["request_deserializer"] = counting_deserializer
+    if serialize is not None:
+        def counting_serializer(message) -> bytes:
+            data = serialize(message)
+            stats.sent_bytes += len(data)
+            return data
+        codecs["response_serializer"] = counting_serializer
+    return codecs
 
 
 def _wrap(handler: grpc.RpcMethodHandler, stats: MethodStats) -> grpc.RpcMethodHandler:
@@ -271,7 +288,7 @@ def _wrap(handler: grpc.RpcMethodHandler, stats: MethodStats) -> grpc.RpcMethodH
             wrapped = _wrap_stream_writer(behavior, stats, handler.request_streaming)
         else:
             return handler
-    return handler._replace(**{field: wrapped})
+    return handler._replace(**{field: wrapped}, **_counting_codecs(handler, stats))
 
 
 def _grpc_type(request_streaming: bool, response_streaming: bool) -> str:
