@@ -9,6 +9,11 @@ read these series:
     grpc_server_msg_sent_total       counter    grpc_type, grpc_service, grpc_method
     grpc_server_handling_seconds     histogram  grpc_type, grpc_service, grpc_method
 
+and etcd's own totals of client traffic (etcdserver/api/v3rpc/metrics.go), no labels:
+
+    etcd_network_client_grpc_received_bytes_total   counter  serialized request messages
+    etcd_network_client_grpc_sent_bytes_total       counter  serialized response messages
+
 Semantics kept from go-grpc-prometheus:
 - started: when the handler is entered; handled: when it finishes, with the status code the
   client receives. The histogram observes the same interval (etcd exposes it only with
@@ -17,6 +22,11 @@ Semantics kept from go-grpc-prometheus:
 - streams: a message counts once the framework has taken it (received: the handler got it;
   sent: the write completed). End of stream is not a message.
 - only methods the server implements are counted; unknown methods (UNIMPLEMENTED) are not.
+- bytes: the serialized size of every message (as etcd 3.4.23 counts: a Put of key `a` value
+  `b` is 6 bytes received), without gRPC's 5-byte frame prefix or HTTP/2 framing. They are
+  counted where the bytes already are, at no extra serialization: the handler's deserializer and
+  serializer are wrapped to add `len()` of what they take and return; a handler without one
+  (raw bytes in or out) is counted by the length of the bytes it takes and returns.
 
 Cost: the cache-hit path of the proxy runs through here, so the per-call work is a few integer
 increments on a per-method record (`MethodStats`) reached through a closure built once per
@@ -64,14 +74,16 @@ class MethodStats:
     bucket i only (not cumulative), the last slot being +Inf.
     """
 
-    __slots__ = ("labels", "started", "received", "sent", "handled", "buckets", "seconds", "bounds",
-                 "initialized")
+    __slots__ = ("labels", "started", "received", "sent", "received_bytes", "sent_bytes", "handled",
+                 "buckets", "seconds", "bounds", "initialized")
 
     def __init__(self, grpc_type: str, service: str, method: str, bounds: tuple[float, ...]):
         self.labels = (method, service, grpc_type)  # in _LABELS order
         self.started = 0
         self.received = 0
         self.sent = 0
+        self.received_bytes = 0
+        self.sent_bytes = 0
         self.handled = [0] * len(GO_CODE_NAMES)
         self.bounds = bounds
         self.buckets = [0] * (len(bounds) + 1)
@@ -84,6 +96,12 @@ class MethodStats:
         self.handled[code] += 1
         self.buckets[bisect.bisect_left(self.bounds, elapsed)] += 1
         self.seconds += elapsed
+
+
+def _raw_size(message) -> int:
+    """The size of a message a handler without (de)serializer took or returned (raw bytes); 0
+    otherwise: a (de)serialized message is counted by `_counting_codecs`."""
+    return len(message) if type(message) is bytes else 0
 
 
 def _code_after_exception(exc: BaseException, context: grpc.aio.ServicerContext) -> int:
@@ -126,11 +144,13 @@ class _CountingContext:
         message = await self._context.read()
         if message is not grpc.aio.EOF:
             self._stats.received += 1
+            self._stats.received_bytes += _raw_size(message)
         return message
 
     async def write(self, message) -> None:
         await self._context.write(message)
         self._stats.sent += 1
+        self._stats.sent_bytes += _raw_size(message)
 
     def __getattr__(self, name):
         return getattr(self._context, name)
@@ -139,6 +159,7 @@ class _CountingContext:
 async def _counted_requests(requests: AsyncIterator, stats: MethodStats) -> AsyncIterator:
     async for request in requests:
         stats.received += 1
+        stats.received_bytes += _raw_size(request)
         yield request
 
 
@@ -152,6 +173,7 @@ def _wrap_unary_response(behavior, stats: MethodStats, request_streaming: bool):
             context = _CountingContext(context, stats)
         else:
             stats.received += 1
+            stats.received_bytes += _raw_size(request)
         start = perf_counter()
         try:
             response = await behavior(request, context)
@@ -163,6 +185,7 @@ def _wrap_unary_response(behavior, stats: MethodStats, request_streaming: bool):
         code = _code_after_return(context)
         if code == _OK:
             stats.sent += 1
+            stats.sent_bytes += _raw_size(response)
         stats.finish(code, start)
         return response
 
@@ -178,6 +201,7 @@ def _wrap_stream_writer(behavior, stats: MethodStats, request_streaming: bool):
             request = _counted_requests(request, stats)
         else:
             stats.received += 1
+            stats.received_bytes += _raw_size(request)
         context = _CountingContext(context, stats)
         start = perf_counter()
         try:
@@ -201,6 +225,7 @@ def _wrap_stream_generator(behavior, stats: MethodStats, request_streaming: bool
             request = _counted_requests(request, stats)
         else:
             stats.received += 1
+            stats.received_bytes += _raw_size(request)
         context = _CountingContext(context, stats)
         start = perf_counter()
         responses = behavior(request, context)
@@ -209,6 +234,7 @@ def _wrap_stream_generator(behavior, stats: MethodStats, request_streaming: bool
                 yield response
                 # Resumed: grpc.aio has finished writing `response`.
                 stats.sent += 1
+                stats.sent_bytes += _raw_size(response)
             if request_streaming:
                 await _request_stream_settled()
         except BaseException as exc:
@@ -220,6 +246,25 @@ def _wrap_stream_generator(behavior, stats: MethodStats, request_streaming: bool
         stats.finish(_code_after_return(context), start)
 
     return stream_generator
+
+
+def _counting_codecs(handler: grpc.RpcMethodHandler, stats: MethodStats) -> dict:
+    """The handler's request deserializer and response serializer, wrapped to count the bytes
+    they take and return (grpc.aio calls them on the event loop). None stays None: raw bytes."""
+    codecs = {}
+    deserialize, serialize = handler.request_deserializer, handler.response_serializer
+    if deserialize is not None:
+        def counting_deserializer(data: bytes):
+            stats.received_bytes += len(data)
+            return deserialize(data)
+        codecs["request_deserializer"] = counting_deserializer
+    if serialize is not None:
+        def counting_serializer(message) -> bytes:
+            data = serialize(message)
+            stats.sent_bytes += len(data)
+            return data
+        codecs["response_serializer"] = counting_serializer
+    return codecs
 
 
 def _wrap(handler: grpc.RpcMethodHandler, stats: MethodStats) -> grpc.RpcMethodHandler:
@@ -243,7 +288,7 @@ def _wrap(handler: grpc.RpcMethodHandler, stats: MethodStats) -> grpc.RpcMethodH
             wrapped = _wrap_stream_writer(behavior, stats, handler.request_streaming)
         else:
             return handler
-    return handler._replace(**{field: wrapped})
+    return handler._replace(**{field: wrapped}, **_counting_codecs(handler, stats))
 
 
 def _grpc_type(request_streaming: bool, response_streaming: bool) -> str:
@@ -338,8 +383,11 @@ class GrpcServerMetrics(grpc.aio.ServerInterceptor):
             "Histogram of response latency (seconds) of gRPC that had been application-level "
             "handled by the server.", labels=_LABELS)
         bucket_names = [_le(b) for b in self._bounds] + ["+Inf"]
+        received_bytes = sent_bytes = 0
         for stats in all_stats:
             labels = list(stats.labels)
+            received_bytes += stats.received_bytes
+            sent_bytes += stats.sent_bytes
             started.add_metric(labels, stats.started)
             received.add_metric(labels, stats.received)
             sent.add_metric(labels, stats.sent)
@@ -351,4 +399,8 @@ class GrpcServerMetrics(grpc.aio.ServerInterceptor):
                 cumulative += count
                 buckets.append((name, cumulative))
             seconds.add_metric(labels, buckets, stats.seconds)
-        return started, handled, received, sent, seconds
+        yield from (started, handled, received, sent, seconds)
+        yield CounterMetricFamily("etcd_network_client_grpc_received_bytes_total",
+                                  "The total number of bytes received from grpc clients.", value=received_bytes)
+        yield CounterMetricFamily("etcd_network_client_grpc_sent_bytes_total",
+                                  "The total number of bytes sent to grpc clients.", value=sent_bytes)

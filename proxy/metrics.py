@@ -7,6 +7,8 @@ Exported series:
     kvproxy_cache_bytes                      gauge    bytes accounted to the cache
     kvproxy_cache_flushes_total              counter  whole-cache flushes (keyspace watch lost)
     kvproxy_cache_coherent                   gauge    1 while the keyspace watch is established
+    kvproxy_upstream_connected               gauge    1 while the upstream channel is connected to a
+                                                      member (READY); summed over workers
     kvproxy_upstream_requests_total{method}  counter  KV calls this proxy made upstream
     kvproxy_coalesced_reads_total{kind}      counter  reads answered by another read's upstream call
                                                       (kind="singleflight" | "linearizable")
@@ -37,11 +39,16 @@ class ProxyMetrics:
         self.admission_rejected: Counter[str] = Counter()  # limit -> count
         self._cache_stats: Callable[[], tuple[int, int, int, bool]] = lambda: (0, 0, 0, False)
         self._coalesced_sources: dict[str, Callable[[], int]] = {}
+        self._upstream_connected: Callable[[], bool] = lambda: False
         (REGISTRY if registry is None else registry).register(self)
 
     def watch_cache(self, stats: Callable[[], tuple[int, int, int, bool]]) -> None:
         """`stats()` -> (entries, bytes, flushes, coherent), read at scrape time."""
         self._cache_stats = stats
+
+    def watch_upstream(self, connected: Callable[[], bool]) -> None:
+        """`connected()` -> whether the upstream channel is connected, read at scrape time."""
+        self._upstream_connected = connected
 
     def watch_coalesced(self, kind: str, count: Callable[[], int]) -> None:
         """Read a coalescer's own counter at scrape time for kvproxy_coalesced_reads_total{kind}."""
@@ -66,6 +73,9 @@ class ProxyMetrics:
                                   "Whole-cache flushes (the keyspace watch was lost)", value=flushes)
         yield GaugeMetricFamily("kvproxy_cache_coherent",
                                 "1 while the keyspace watch keeps the cache coherent", value=int(coherent))
+        yield GaugeMetricFamily("kvproxy_upstream_connected",
+                                "1 while the upstream channel is connected to a cluster member",
+                                value=int(self._upstream_connected()))
         up = CounterMetricFamily("kvproxy_upstream_requests_total",
                                  "KV requests this proxy sent upstream", labels=("method",))
         for method, n in sorted(self.upstream_requests.items()):

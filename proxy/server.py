@@ -113,6 +113,7 @@ class ProxyServer:
                                  max_recv_bytes=cfg.max_recv_bytes)
         namespace = Namespace(cfg.namespace.encode())
         metrics = ProxyMetrics(self.registry)
+        metrics.watch_upstream(self.upstream.connected)
         admission = AdmissionControl(cfg.max_requests_per_client_per_second, cfg.max_requests_per_key_per_second)
         self.kv = KVProxy(self.upstream, namespace, metrics, admission,
                           cache_max_entries=cfg.cache_max_entries, cache_max_bytes=cfg.cache_max_bytes,

@@ -162,6 +162,11 @@ class Upstream:
         self.maintenance = rpc_pb2_grpc.MaintenanceStub(self.channel)
         self.auth = rpc_pb2_grpc.AuthStub(self.channel)
 
+    def connected(self) -> bool:
+        """Whether the channel is connected to a member now (state READY). Asking wakes an idle
+        channel, so a channel idle for lack of calls is connected again by the next question."""
+        return self.channel.get_state(try_to_connect=True) is grpc.ChannelConnectivity.READY
+
     async def close(self) -> None:
         await self.channel.close()
 

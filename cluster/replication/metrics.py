@@ -17,7 +17,7 @@ _RTT_BUCKETS = tuple(0.0001 * 2 ** i for i in range(16))
 
 
 class ReplicationMetrics:
-    """Leader changes, ReadIndex rounds and reads, peer traffic and round trips."""
+    """Leader changes, ReadIndex rounds and reads, peer traffic, failures and round trips."""
 
     def __init__(self, registry: CollectorRegistry):
         r = registry
@@ -34,6 +34,12 @@ class ReplicationMetrics:
             registry=r)
         self.peer_received_bytes = Counter(
             "etcd_network_peer_received_bytes", "The total number of bytes received from peers.",
+            ["From"], registry=r)
+        self.peer_sent_failures = Counter(
+            "etcd_network_peer_sent_failures", "The total number of send failures from peers.",
+            ["To"], registry=r)
+        self.peer_received_failures = Counter(
+            "etcd_network_peer_received_failures", "The total number of receive failures from peers.",
             ["From"], registry=r)
         self.peer_round_trip = Histogram(
             "etcd_network_peer_round_trip_time_seconds", "Round-Trip-Time histogram between "
@@ -64,6 +70,16 @@ class ReplicationMetrics:
     def sent_counter(self, peer_id: int) -> Callable[[int], None]:
         """The `inc` of the sent-bytes child for `peer_id` (resolved once per stream)."""
         return self.peer_sent_bytes.labels(f"{peer_id:x}").inc
+
+    def sent_failure_counter(self, peer_id: int) -> Callable[[int], None]:
+        """The `inc` of the send-failures child for `peer_id`: messages that never reached the
+        peer (dropped from a full queue or a broken stream), as etcd counts them."""
+        return self.peer_sent_failures.labels(f"{peer_id:x}").inc
+
+    def count_received_failure(self, peer_id: int) -> None:
+        """An inbound peer stream or snapshot was refused (another cluster or member, an
+        undecodable message)."""
+        self.peer_received_failures.labels(f"{peer_id:x}").inc()
 
     def observe_round_trip(self, peer_id: int, seconds: float) -> None:
         self.peer_round_trip.labels(f"{peer_id:x}").observe(seconds)

@@ -99,15 +99,18 @@ class RaftPeerService(peer_pb2_grpc.RaftPeerServicer):
 
     def __init__(self, cluster_id: int, member_id: int, step: Callable[[Message], None], *,
                  count_received: Callable[[int, int], None] | None = None,
+                 count_received_failure: Callable[[int], None] | None = None,
                  snapshots: SnapshotReceiver | None = None,
                  count_snapshot: Callable[..., None] | None = None,
                  is_removed: Callable[[int], bool] = lambda _id: False):
         """`step(message)`: the driver's input (event loop, never blocks).
-        `count_received(from_id, nbytes)`: a metric hook."""
+        `count_received(from_id, nbytes)`: a metric hook; `count_received_failure(from_id)`:
+        another, called for every stream refused."""
         self._cluster_id = cluster_id
         self._member_id = member_id
         self._step = step
         self._count_received = count_received
+        self._count_received_failure = count_received_failure
         self._snapshots = snapshots
         self._count_snapshot = count_snapshot
         self._is_removed = is_removed
@@ -239,6 +242,8 @@ class RaftPeerService(peer_pb2_grpc.RaftPeerServicer):
 
     async def _refuse(self, context: grpc.aio.ServicerContext, sender: int, reason: str) -> None:
         log.warning("refused peer stream", extra={"fields": {"from": f"{sender:x}", "reason": reason}})
+        if self._count_received_failure is not None:
+            self._count_received_failure(sender)
         await context.abort(grpc.StatusCode.FAILED_PRECONDITION, reason)
 
 

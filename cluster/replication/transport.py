@@ -99,6 +99,7 @@ class PeerStream:
                  send_snapshot: Callable[[Message], None] | None = None,
                  count_sent: Callable[[int], None] | None = None,
                  on_removed: Callable[[], None] | None = None,
+                 count_failures: Callable[[int], None] | None = None,
                  max_queued: int = MAX_QUEUED_MESSAGES):
         self.peer_id = header.to
         self.url = url
@@ -108,6 +109,7 @@ class PeerStream:
         self._send_snapshot = send_snapshot
         self._count_sent = count_sent
         self._on_removed = on_removed
+        self._count_failures = count_failures
         self._max_queued = max_queued
         self._queue: deque[Message] = deque()
         self._ready = asyncio.Event()
@@ -213,7 +215,12 @@ class PeerStream:
                     batch.messages.append(raw)
                 if not batch.messages:
                     continue
-                await call.write(batch)
+                try:
+                    await call.write(batch)
+                except BaseException:
+                    if self._count_failures is not None:  # the batch is lost with the stream
+                        self._count_failures(len(batch.messages))
+                    raise
                 self._delivered = self.connected = True
                 if self._count_sent is not None:
                     self._count_sent(size)
@@ -231,6 +238,8 @@ class PeerStream:
     def _drop(self, count: int, reason: str) -> None:
         self._report_unreachable(self.peer_id)
         if count:
+            if self._count_failures is not None:
+                self._count_failures(count)
             self._dropped += count
             self._warn("dropped raft messages to peer", reason=reason, dropped=count,
                        dropped_total=self._dropped)
@@ -281,6 +290,7 @@ class PeerTransport:
         can_install = getattr(driver, "image", None) is not None
         service = RaftPeerService(self.cluster_id, self.member_id, self._receive,
                                   count_received=m.count_received if m else None,
+                                  count_received_failure=m.count_received_failure if m else None,
                                   snapshots=driver if can_install else None,
                                   count_snapshot=m.count_snapshot if m else None,
                                   is_removed=self._removed.__contains__)
@@ -298,7 +308,8 @@ class PeerTransport:
         stream = PeerStream(header, self._peer_urls[peer_id], tls=self._tls, report_unreachable=driver.report_unreachable,
                             send_snapshot=self._start_snapshot_send if getattr(driver, "image", None) is not None else None,
                             count_sent=m.sent_counter(peer_id) if m else None,
-                            on_removed=self._on_removed)
+                            on_removed=self._on_removed,
+                            count_failures=m.sent_failure_counter(peer_id) if m else None)
         stream.start()
         self._streams[peer_id] = stream
 

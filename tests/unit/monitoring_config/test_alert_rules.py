@@ -17,7 +17,8 @@ REQUIRED = {
     "KVClusterMemberDown": "up",
     "KVClusterInsufficientMembers": "up",
     "KVProxyCacheHitRatioCollapse": "etcd_grpc_proxy_cache_misses_total",
-    "KVProxyUpstreamUnreachable": "kvproxy_cache_coherent",
+    "KVProxyUpstreamUnreachable": "kvproxy_upstream_connected",
+    "KVClusterPeerUnreachable": "etcd_network_peer_sent_failures_total",
     "KVProxySlowWatchersCanceled": "kvproxy_watch_slow_canceled_total",
 }
 
