@@ -591,6 +591,11 @@ class RaftDriver:
                 if name.endswith((".snap.db", ".snap.db.part")):
                     os.unlink(os.path.join(folder, name))
 
+    async def wait_applied(self, index: int) -> None:
+        """Return once entries up to `index` are applied (the Cluster service: a forwarded
+        change is answered once this member applied it too)."""
+        await self._wait_applied(index)
+
     async def _wait_applied(self, index: int) -> None:
         if self._applied >= index:
             return

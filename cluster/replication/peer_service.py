@@ -69,8 +69,9 @@ class LeasePrimary(Protocol):
 class ClusterHandler(Protocol):
     """The member's Cluster service as peers reach it."""
 
-    async def forwarded(self, method: str, request: bytes) -> bytes:
-        """A Member* call a follower forwarded: the serialized response; raises `EtcdError`."""
+    async def forwarded(self, method: str, request: bytes) -> tuple[bytes, int]:
+        """A Member* call a follower forwarded: the serialized response and the applied index
+        that includes the change; raises `EtcdError`."""
 
     def cluster_members(self) -> peer_pb2.ClusterMembersResponse:
         """The current membership (for a member joining the cluster)."""
@@ -230,10 +231,10 @@ class RaftPeerService(peer_pb2_grpc.RaftPeerServicer):
         if self.cluster_handler is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "etcdserver: not capable")
         try:
-            response = await self.cluster_handler.forwarded(request.method, request.request)
+            response, applied_index = await self.cluster_handler.forwarded(request.method, request.request)
         except EtcdError as exc:
             await context.abort(exc.code, exc.message)
-        return peer_pb2.MemberCallResult(response=response)
+        return peer_pb2.MemberCallResult(response=response, applied_index=applied_index)
 
     async def ClusterMembers(self, request, context: grpc.aio.ServicerContext):
         if self.cluster_handler is None:

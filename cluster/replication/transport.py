@@ -465,22 +465,25 @@ class PeerTransport:
             self._service.cluster_handler = handler
 
     async def forward_member_call(self, leader_id: int, method: str, request: bytes,
-                                  timeout: float) -> bytes:
-        """Have the leader run a Member* call (peer_service.ClusterHandler.forwarded); its etcd
-        error comes back as `EtcdError`. Raises `ConnectionError` when it cannot be reached."""
+                                  timeout: float) -> tuple[bytes, int]:
+        """Have the leader run a Member* call (peer_service.ClusterHandler.forwarded): its
+        serialized response and applied index; its etcd error comes back as `EtcdError`. Raises
+        `ConnectionError` when it cannot be reached."""
         if leader_id not in self._peer_urls:
             raise ConnectionError(f"member {leader_id:x} is not a peer")
-        stub = peer_pb2_grpc.RaftPeerStub(self._channel(leader_id))
         header = peer_pb2.PeerHeader(cluster_id=self.cluster_id, to=leader_id)
         setattr(header, "from", self.member_id)
+        # A channel of its own: when the change removes the leader, this member may apply the
+        # removal (and close its channels to the leader) before the leader's answer arrives.
         try:
-            res = await stub.Member(peer_pb2.MemberCall(header=header, method=method, request=request),
-                                    timeout=timeout)
+            async with peer_channel(self._peer_urls[leader_id], self._tls) as channel:
+                res = await peer_pb2_grpc.RaftPeerStub(channel).Member(
+                    peer_pb2.MemberCall(header=header, method=method, request=request), timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.DEADLINE_EXCEEDED,) or not exc.details().startswith("etcdserver:"):
                 raise ConnectionError(f"member call to {leader_id:x}: {exc.code().name} {exc.details()}") from None
             raise EtcdError(exc.code(), exc.details()) from None
-        return res.response
+        return res.response, res.applied_index
 
     async def stop(self) -> None:
         for task in self._snapshot_sends.values():

@@ -6,8 +6,11 @@ Who does what:
   (not linearizable).
 - A change is checked and proposed by the leader only: a follower forwards the call over the
   peer transport (`RaftPeer.Member`), gets the leader's answer or its etcd error, then waits
-  until it has applied what the leader had (a read barrier) and answers with its own header and
-  its own member list. etcd's followers propose themselves and check against their own
+  until it has applied as far as the leader had when it answered (the leader's applied index
+  comes with the answer; not a ReadIndex round, which would wait for a new leader when the
+  leader just removed itself) and answers with its own header and its own member list. With no
+  reachable leader (none elected, or it just removed itself or failed) the call waits for one,
+  up to the request timeout, then fails with "etcdserver: request timed out". etcd's followers propose themselves and check against their own
   transport; checking on the leader uses the one view of peer liveness that matters.
 - On the leader, changes run one at a time (a lock): first a read barrier (everything committed
   is applied, so the membership checked is current), then the strict checks (etcd's
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 
 HEALTH_INTERVAL = 5.0  # etcd's HealthInterval: peers must have been connected this long
 LEARNER_READY_PERCENT = 0.9  # etcd's readyPercent
+_LEADER_POLL_SECONDS = 0.1  # how often a change without a reachable leader looks for one
 _MC = internal_pb2.MemberChange
 
 _REQUESTS = {
@@ -120,39 +124,54 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
                 raise errors.NOT_CAPABLE
             if method in ("MemberAdd", "MemberUpdate"):
                 check_peer_urls(request.peerURLs)
-            if self._log.leader_id == self._membership.local_id:
-                resp = await self._on_leader(method, request)
-            else:
-                resp = await self._forward(method, request)
+            resp = await self._run(method, request)
         except errors.EtcdError as exc:
             await errors.abort_with(context, exc)
         self._headers.fill(resp.header, revision=0)
         return resp
 
-    async def _forward(self, method: str, request):
-        """Have the leader run the change, then catch up with it and answer from here."""
-        leader = self._log.leader_id
-        peers = getattr(self._log, "peers", None)
-        if not leader:
-            raise errors.TIMEOUT  # what etcd's follower answers once its proposal times out
-        try:
-            raw = await peers.forward_member_call(leader, method, request.SerializeToString(),
-                                                  timeout=self._timeout)
-        except ConnectionError:
-            raise errors.TIMEOUT from None
+    async def _run(self, method: str, request):
+        """On the leader, or forwarded to it. Without a reachable leader (none elected yet, or
+        the leader just removed itself or failed), wait for one until the request timeout, as
+        an etcd proposal does."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            leader = self._log.leader_id
+            if leader == self._membership.local_id:
+                return await self._on_leader(method, request)
+            if leader:
+                try:
+                    return await self._forward(leader, method, request, deadline)
+                except ConnectionError:
+                    pass
+                except errors.EtcdError as exc:
+                    if exc.message != errors.NOT_LEADER.message:
+                        raise
+            if time.monotonic() >= deadline:
+                raise errors.TIMEOUT
+            await asyncio.sleep(_LEADER_POLL_SECONDS)
+
+    async def _forward(self, leader: int, method: str, request, deadline: float):
+        """Have `leader` run the change, then catch up with it and answer from here. Raises
+        ConnectionError when the leader cannot be reached."""
+        raw, applied_index = await self._log.peers.forward_member_call(
+            leader, method, request.SerializeToString(), timeout=max(0.1, deadline - time.monotonic()))
         resp = _REQUESTS[method][1].FromString(raw)
-        await self._log.read_barrier()
+        try:
+            await asyncio.wait_for(self._log.wait_applied(applied_index), max(0.1, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise errors.TIMEOUT from None
         del resp.members[:]
         resp.members.extend(self._membership.to_pb())
         return resp
 
     # -- peer transport's ClusterHandler --------------------------------------------------------
 
-    async def forwarded(self, method: str, request: bytes) -> bytes:
+    async def forwarded(self, method: str, request: bytes) -> tuple[bytes, int]:
         if self._log.leader_id != self._membership.local_id:
             raise errors.NOT_LEADER
         resp = await self._on_leader(method, _REQUESTS[method][0].FromString(request))
-        return resp.SerializeToString()
+        return resp.SerializeToString(), self._log.applied_index
 
     def cluster_members(self) -> peer_pb2.ClusterMembersResponse:
         m = self._membership

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos.etcdserverpb import rpc_pb2 as protos_dot_etcdserverpb_dot_rpc__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16protos/kvpb/peer.proto\x12\x04kvpb\x1a\x1dprotos/etcdserverpb/rpc.proto\":\n\nPeerHeader\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x02 \x01(\x04\x12\n\n\x02to\x18\x03 \x01(\x04\"?\n\tRaftBatch\x12 \n\x06header\x18\x01 \x01(\x0b\x32\x10.kvpb.PeerHeader\x12\x10\n\x08messages\x18\x02 \x03(\x0c\"^\n\rSnapshotChunk\x12 \n\x06header\x18\x01 \x01(\x0b\x32\x10.kvpb.PeerHeader\x12\x0f\n\x07message\x18\x02 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04last\x18\x04 \x01(\x08\"\t\n\x07PeerAck\"B\n\x0cLeaseForward\x12 \n\x06header\x18\x01 \x01(\x0b\x32\x10.kvpb.PeerHeader\x12\x10\n\x08lease_id\x18\x02 \x01(\x03\"E\n\x12LeaseForwardResult\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0b\n\x03ttl\x18\x02 \x01(\x03\x12\x13\n\x0bgranted_ttl\x18\x03 \x01(\x03\"O\n\nMemberCall\x12 \n\x06header\x18\x01 \x01(\x0b\x32\x10.kvpb.PeerHeader\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0f\n\x07request\x18\x03 \x01(\x0c\"$\n\x10MemberCallResult\x12\x10\n\x08response\x18\x01 \x01(\x0c\"\x17\n\x15\x43lusterMembersRequest\"d\n\x16\x43lusterMembersResponse\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12%\n\x07members\x18\x02 \x03(\x0b\x32\x14.etcdserverpb.Member\x12\x0f\n\x07removed\x18\x03 \x03(\x04\x32\xe6\x02\n\x08RaftPeer\x12*\n\x06Stream\x12\x0f.kvpb.RaftBatch\x1a\r.kvpb.PeerAck(\x01\x12\x30\n\x08Snapshot\x12\x13.kvpb.SnapshotChunk\x1a\r.kvpb.PeerAck(\x01\x12:\n\nLeaseRenew\x12\x12.kvpb.LeaseForward\x1a\x18.kvpb.LeaseForwardResult\x12?\n\x0fLeaseTimeToLive\x12\x12.kvpb.LeaseForward\x1a\x18.kvpb.LeaseForwardResult\x12\x32\n\x06Member\x12\x10.kvpb.MemberCall\x1a\x16.kvpb.MemberCallResult\x12K\n\x0e\x43lusterMembers\x12\x1b.kvpb.ClusterMembersRequest\x1a\x1c.kvpb.ClusterMembersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16protos/kvpb/peer.proto\x12\x04kvpb\x1a\x1dprotos/etcdserverpb/rpc.proto\":\n\nPeerHeader\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x66rom\x18\x02 \x01(\x04\x12\n\n\x02to\x18\x03 \x01(\x04\"?\n\tRaftBatch\x12 \n\x06header\x18\x01 \x01(\x0b\x32\x10.kvpb.PeerHeader\x12\x10\n\x08messages\x18\x02 \x03(\x0c\"^\n\rSnapshotChunk\x12 \n\x06header\x18\x01 \x01(\x0b\x32\x10.kvpb.PeerHeader\x12\x0f\n\x07message\x18\x02 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0c\n\x04last\x18\x04 \x01(\x08\"\t\n\x07PeerAck\"B\n\x0cLeaseForward\x12 \n\x06header\x18\x01 \x01(\x0b\x32\x10.kvpb.PeerHeader\x12\x10\n\x08lease_id\x18\x02 \x01(\x03\"E\n\x12LeaseForwardResult\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x0b\n\x03ttl\x18\x02 \x01(\x03\x12\x13\n\x0bgranted_ttl\x18\x03 \x01(\x03\"O\n\nMemberCall\x12 \n\x06header\x18\x01 \x01(\x0b\x32\x10.kvpb.PeerHeader\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0f\n\x07request\x18\x03 \x01(\x0c\";\n\x10MemberCallResult\x12\x10\n\x08response\x18\x01 \x01(\x0c\x12\x15\n\rapplied_index\x18\x02 \x01(\x04\"\x17\n\x15\x43lusterMembersRequest\"d\n\x16\x43lusterMembersResponse\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12%\n\x07members\x18\x02 \x03(\x0b\x32\x14.etcdserverpb.Member\x12\x0f\n\x07removed\x18\x03 \x03(\x04\x32\xe6\x02\n\x08RaftPeer\x12*\n\x06Stream\x12\x0f.kvpb.RaftBatch\x1a\r.kvpb.PeerAck(\x01\x12\x30\n\x08Snapshot\x12\x13.kvpb.SnapshotChunk\x1a\r.kvpb.PeerAck(\x01\x12:\n\nLeaseRenew\x12\x12.kvpb.LeaseForward\x1a\x18.kvpb.LeaseForwardResult\x12?\n\x0fLeaseTimeToLive\x12\x12.kvpb.LeaseForward\x1a\x18.kvpb.LeaseForwardResult\x12\x32\n\x06Member\x12\x10.kvpb.MemberCall\x1a\x16.kvpb.MemberCallResult\x12K\n\x0e\x43lusterMembers\x12\x1b.kvpb.ClusterMembersRequest\x1a\x1c.kvpb.ClusterMembersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,11 +47,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEMBERCALL']._serialized_start=434
   _globals['_MEMBERCALL']._serialized_end=513
   _globals['_MEMBERCALLRESULT']._serialized_start=515
-  _globals['_MEMBERCALLRESULT']._serialized_end=551
-  _globals['_CLUSTERMEMBERSREQUEST']._serialized_start=553
-  _globals['_CLUSTERMEMBERSREQUEST']._serialized_end=576
-  _globals['_CLUSTERMEMBERSRESPONSE']._serialized_start=578
-  _globals['_CLUSTERMEMBERSRESPONSE']._serialized_end=678
-  _globals['_RAFTPEER']._serialized_start=681
-  _globals['_RAFTPEER']._serialized_end=1039
+  _globals['_MEMBERCALLRESULT']._serialized_end=574
+  _globals['_CLUSTERMEMBERSREQUEST']._serialized_start=576
+  _globals['_CLUSTERMEMBERSREQUEST']._serialized_end=599
+  _globals['_CLUSTERMEMBERSRESPONSE']._serialized_start=601
+  _globals['_CLUSTERMEMBERSRESPONSE']._serialized_end=701
+  _globals['_RAFTPEER']._serialized_start=704
+  _globals['_RAFTPEER']._serialized_end=1062
 # @@protoc_insertion_point(module_scope)

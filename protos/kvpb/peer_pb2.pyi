@@ -69,10 +69,12 @@ class MemberCall(_message.Message):
     def __init__(self, header: _Optional[_Union[PeerHeader, _Mapping]] = ..., method: _Optional[str] = ..., request: _Optional[bytes] = ...) -> None: ...
 
 class MemberCallResult(_message.Message):
-    __slots__ = ("response",)
+    __slots__ = ("response", "applied_index")
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
     response: bytes
-    def __init__(self, response: _Optional[bytes] = ...) -> None: ...
+    applied_index: int
+    def __init__(self, response: _Optional[bytes] = ..., applied_index: _Optional[int] = ...) -> None: ...
 
 class ClusterMembersRequest(_message.Message):
     __slots__ = ()

@@ -4,8 +4,8 @@ our cluster or etcd 3.4.23 (`make soak`, `make soak-etcd`; opt-in: pytest -m soa
 The cluster runs with its peer links through the fault relay, --snapshot-count SNAPSHOT_COUNT (so
 snapshots and the catch-up case happen), and, for ours, the raftWalFsync failpoint armed on every
 member (switched on per fault). The cycle: process kills, pauses, peer-link faults, slow fsync
-(ours only: etcd's build has no failpoints), member replace (etcd; ours once REPLACE_KINDS in
-test_robustness_members.py has "kv"), and, every CATCH_UP_EVERY rounds, the catch-up-by-snapshot
+(ours only: etcd's build has no failpoints), member replace (both: REPLACE_KINDS in
+test_robustness_members.py), and, every CATCH_UP_EVERY rounds, the catch-up-by-snapshot
 case (it is slow: thousands of writes). report.txt in the test's tmp dir grows round by round.
 """
 
