@@ -6,6 +6,10 @@ Answers as etcd 3.4.23's `--listen-metrics-urls` endpoint does (checked against 
   reason in the body, so the reason returned by the health callable goes to the log instead.
   Other methods: 405 with `Allow: GET`.
 - anything else: 404 `404 page not found`.
+- etcd's gauges named `*_total` (`etcd_server_proposals_committed_total`,
+  `etcd_debugging_mvcc_keys_total`, ...) keep their names and are exposed untyped: promtool
+  rightly flags a gauge named `_total`, and an untyped series behaves as a gauge in PromQL, so
+  etcd's dashboards and alerts work unchanged and `promtool check metrics` finds nothing.
 - /health checks are counted as etcd counts them, in `etcd_server_health_success` and
   `etcd_server_health_failures`, added to what /metrics exposes. etcd types them as counters
   without the `_total` suffix, which the Python exposition cannot write (it appends `_total` to
@@ -52,8 +56,8 @@ class _HealthCheckCounts:
 
 
 class _Exposition:
-    """What /metrics shows: the registry's families without `_created` samples, then the health
-    check counts."""
+    """What /metrics shows: the registry's families without `_created` samples (`*_total`
+    gauges untyped), then the health check counts."""
 
     def __init__(self, registry: CollectorRegistry, health_counts: _HealthCheckCounts):
         self._registry = registry
@@ -61,8 +65,16 @@ class _Exposition:
 
     def collect(self):
         for family in self._registry.collect():
-            yield _without_created(family)
+            yield _untyped_if_total_gauge(_without_created(family))
         yield from self._health_counts.collect()
+
+
+def _untyped_if_total_gauge(family: Metric) -> Metric:
+    if family.type != "gauge" or not family.name.endswith("_total"):
+        return family
+    untyped = Metric(family.name, family.documentation, "unknown", family.unit)
+    untyped.samples = family.samples
+    return untyped
 
 
 def _without_created(family: Metric) -> Metric:

@@ -11,6 +11,13 @@ Contract (event loop only):
   linearizableReadLoop), so every reader that arrives while a round is confirmed, or while the
   loop handles a Ready, shares the next round: on the leader and on followers alike (a
   follower's request is forwarded to the leader by the core, batched the same way).
+- Refill gathering: a pending round waits (only while none is in flight) until it holds
+  `REFILL_SHARE` of the readers of the round issued before it, or until it is `gather_window`
+  seconds old, whichever comes first. Under load, the readers a round releases come back soon
+  with their next read, so rounds grow to most of the concurrent readers instead of the few that
+  arrive during one round trip, and every round confirms more reads for the same quorum
+  traffic; a lone reader (the last round had one) never waits. When the target is reached the
+  loop is woken at once; otherwise a timer wakes it when the window ends.
 - The driver calls `on_read_state(ctx, index)` for each `ReadState` of a Ready. The in-flight round
   completes with the first answer to any ctx it was issued under; the next round is issued by
   the loop's next `issue_pending()` (right after the Ready that completed it).
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import struct
 import time
 from typing import Callable
@@ -36,26 +44,29 @@ from cluster.server import errors as server_errors
 from .errors import NO_LEADER
 
 _CTX = struct.Struct(">QQ")
+REFILL_SHARE = 0.9  # of the previous round's readers, which a pending round waits for
+GATHER_WINDOW = 0.005  # seconds: the longest a pending round waits for them
 
 
 class _Round:
     """Readers confirmed together by one ReadIndex answer."""
 
-    __slots__ = ("future", "readers", "ctxs", "deadline", "timer")
+    __slots__ = ("future", "readers", "ctxs", "created", "deadline", "timer")
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.future: asyncio.Future[int] = loop.create_future()
         self.readers = 0
         self.ctxs: set[bytes] = set()
+        self.created = loop.time()
         self.deadline = 0.0
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None  # gather wake-up while pending, retry once sent
 
 
 class ReadIndexBatcher:
     """Batches linearizable reads into ReadIndex rounds (see the module docstring)."""
 
     def __init__(self, member_id: int, request: Callable[[bytes], None], wake: Callable[[], None], *,
-                 retry_after: float, timeout: float,
+                 retry_after: float, timeout: float, gather_window: float = GATHER_WINDOW,
                  count_round: Callable[[], None] | None = None,
                  count_reads: Callable[[int], None] | None = None):
         self._member_id = member_id
@@ -63,6 +74,8 @@ class ReadIndexBatcher:
         self._wake = wake
         self._retry_after = retry_after
         self._timeout = timeout
+        self._gather_window = gather_window
+        self._refill_target = 1  # readers a pending round waits for (REFILL_SHARE of the last round)
         self._count_round = count_round
         self._count_reads = count_reads
         self._seq = itertools.count(1)
@@ -74,14 +87,25 @@ class ReadIndexBatcher:
         rnd = self._pending
         if rnd is None:
             rnd = self._pending = _Round(asyncio.get_running_loop())
-            self._wake()
         rnd.readers += 1
+        if rnd.readers == 1 or (rnd.readers == self._refill_target and self._in_flight is None):
+            self._wake()
         return await asyncio.shield(rnd.future)
 
     def issue_pending(self) -> None:
-        """The driver loop, once per iteration: issue the pending round unless one is in flight."""
-        if self._in_flight is None and self._pending is not None:
-            self._issue_pending()
+        """The driver loop, once per iteration: issue the pending round unless one is in flight
+        or it is still gathering (module docstring)."""
+        rnd = self._pending
+        if self._in_flight is not None or rnd is None:
+            return
+        if rnd.readers < self._refill_target:
+            loop = asyncio.get_running_loop()
+            until = rnd.created + self._gather_window
+            if loop.time() < until:
+                if rnd.timer is None:
+                    rnd.timer = loop.call_at(until, self._wake)
+                return
+        self._issue_pending()
 
     def on_read_state(self, ctx: bytes, index: int) -> None:
         """A ReadState from the core: completes the in-flight round if `ctx` is one of its."""
@@ -94,6 +118,7 @@ class ReadIndexBatcher:
         """Fail every waiting reader with `exc` (leadership changed, or the member stops)."""
         rounds = (self._in_flight, self._pending)
         self._pending = None
+        self._refill_target = 1
         for rnd in rounds:
             if rnd is not None:
                 self._finish(rnd, 0, exc)
@@ -104,7 +129,11 @@ class ReadIndexBatcher:
         rnd, self._pending = self._pending, None
         if rnd is None:
             return
+        if rnd.timer is not None:
+            rnd.timer.cancel()
+            rnd.timer = None
         self._in_flight = rnd
+        self._refill_target = max(1, math.ceil(REFILL_SHARE * rnd.readers))
         rnd.deadline = time.monotonic() + self._timeout
         if self._count_reads is not None:
             self._count_reads(rnd.readers)

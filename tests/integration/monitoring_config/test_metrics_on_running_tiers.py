@@ -3,10 +3,10 @@ whose supervisor serves the workers' sum), after traffic of every kind (puts, se
 linearizable ranges, a txn, a delete, watches, leases with keepalives), directly and through both
 proxies:
 
-- `promtool check metrics` finds no problem on any page, except the ones it finds on etcd
+- `promtool check metrics` finds no problem on any page, while it does find some on etcd
   3.4.23's own /metrics (run beside: etcd's `*_total` gauges such as
-  `etcd_server_proposals_committed_total`, whose names and types we keep so that dashboards and
-  alerts written for etcd work unchanged);
+  `etcd_server_proposals_committed_total`, whose names we keep and expose untyped, so that
+  dashboards and alerts written for etcd work unchanged: docs/metrics.md);
 - every metric etcd 3.4.23 has that issue 7 lists is there under etcd's name and type, and every
   name the alert rules and the dashboard query is on some page (the peer metrics included, which
   only a multi-member cluster has);
@@ -36,7 +36,8 @@ from tests.support.kvstack import start_kv_cluster, start_kvproxy
 from tests.unit.monitoring_config.queries import PROMETHEUS_GENERATED, queried_metric_names
 
 # etcd 3.4.23's name and type (as its /metrics declares them; checked against a running one) of
-# what issue 7 lists, on each tier.
+# what issue 7 lists, on each tier; "untyped" where etcd declares a gauge named `*_total` (the one
+# deviation: see monitoring/http.py).
 MEMBER_TYPES = {
     "grpc_server_started_total": "counter",
     "grpc_server_handled_total": "counter",
@@ -46,8 +47,8 @@ MEMBER_TYPES = {
     "etcd_server_has_leader": "gauge",
     "etcd_server_is_leader": "gauge",
     "etcd_server_leader_changes_seen_total": "counter",
-    "etcd_server_proposals_committed_total": "gauge",
-    "etcd_server_proposals_applied_total": "gauge",
+    "etcd_server_proposals_committed_total": "untyped",
+    "etcd_server_proposals_applied_total": "untyped",
     "etcd_server_proposals_pending": "gauge",
     "etcd_server_proposals_failed_total": "counter",
     "etcd_server_quota_backend_bytes": "gauge",
@@ -59,8 +60,8 @@ MEMBER_TYPES = {
     "etcd_mvcc_range_total": "counter",
     "etcd_mvcc_txn_total": "counter",
     "etcd_mvcc_delete_total": "counter",
-    "etcd_debugging_mvcc_keys_total": "gauge",
-    "etcd_debugging_mvcc_watcher_total": "gauge",
+    "etcd_debugging_mvcc_keys_total": "untyped",
+    "etcd_debugging_mvcc_watcher_total": "untyped",
     "etcd_network_client_grpc_received_bytes_total": "counter",
     "etcd_network_client_grpc_sent_bytes_total": "counter",
     "etcd_network_peer_sent_bytes_total": "counter",
@@ -80,8 +81,8 @@ PROXY_TYPES = {
     # etcd 3.4's grpc-proxy types the hit and miss counts as gauges; ours are counters (they are)
     "etcd_grpc_proxy_cache_hits_total": "counter",
     "etcd_grpc_proxy_cache_misses_total": "counter",
-    "etcd_grpc_proxy_cache_keys_total": "gauge",
-    "etcd_grpc_proxy_watchers_coalescing_total": "gauge",
+    "etcd_grpc_proxy_cache_keys_total": "untyped",
+    "etcd_grpc_proxy_watchers_coalescing_total": "untyped",
     "etcd_grpc_proxy_events_coalescing_total": "counter",
     "kvproxy_upstream_connected": "gauge",
     "kvproxy_cache_coherent": "gauge",
@@ -182,13 +183,13 @@ def pages(stack) -> dict[str, str]:
     return {what: _page(url) for what, url in urls.items()}
 
 
-def test_promtool_finds_no_problem_on_any_tier_that_etcd_has_not(stack, pages):
+def test_promtool_finds_no_problem_on_any_tier(stack, pages):
     etcd = stack.etcd.members[0]
     _traffic(f"127.0.0.1:{etcd.client_port}", b"etcd/")
     etcds_own = set(promtool_problems(_page(etcd.metrics_url)).splitlines())
     assert 'etcd_server_proposals_committed_total non-counter metrics should not have "_total" suffix' in etcds_own
-    problems = {what: set(promtool_problems(text).splitlines()) - etcds_own for what, text in pages.items()}
-    assert problems == {what: set() for what in pages}
+    problems = {what: promtool_problems(text).splitlines() for what, text in pages.items()}
+    assert problems == {what: [] for what in pages}
 
 
 def test_etcd_names_and_types_on_every_tier(pages):

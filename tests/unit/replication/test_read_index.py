@@ -157,3 +157,61 @@ def test_a_cancelled_reader_does_not_cancel_its_round():
         assert a.cancelled()
 
     asyncio.run(main())
+
+
+def test_a_round_gathers_most_of_the_previous_rounds_readers_before_it_is_issued():
+    async def main():
+        core = ScriptedCore()
+        batcher, counts = make(core, gather_window=10.0)
+        first = [asyncio.create_task(batcher.wait_read_index()) for _ in range(10)]
+        await asyncio.sleep(0)
+        batcher.issue_pending()
+        batcher.on_read_state(core.ctxs[0], 5)
+        assert await asyncio.gather(*first) == [5] * 10
+        # They come back one by one: the round waits for 9 of the 10 (REFILL_SHARE).
+        again = [asyncio.create_task(batcher.wait_read_index()) for _ in range(8)]
+        await asyncio.sleep(0)
+        wakes = core.wakes
+        batcher.issue_pending()
+        assert len(core.ctxs) == 1
+        again.append(asyncio.create_task(batcher.wait_read_index()))
+        await asyncio.sleep(0)
+        assert core.wakes == wakes + 1  # the ninth wakes the loop
+        batcher.issue_pending()
+        assert len(core.ctxs) == 2
+        batcher.on_read_state(core.ctxs[1], 6)
+        assert await asyncio.gather(*again) == [6] * 9
+        assert counts == {"rounds": 2, "reads": 19}
+
+    asyncio.run(main())
+
+
+def test_a_gathering_round_goes_out_when_its_window_ends():
+    async def main():
+        core = ScriptedCore()
+        batcher, counts = make(core, gather_window=0.02)
+        first = [asyncio.create_task(batcher.wait_read_index()) for _ in range(10)]
+        await asyncio.sleep(0)
+        batcher.issue_pending()
+        batcher.on_read_state(core.ctxs[0], 5)
+        await asyncio.gather(*first)
+        late = asyncio.create_task(batcher.wait_read_index())
+        await asyncio.sleep(0)
+        batcher.issue_pending()
+        wakes = core.wakes
+        assert len(core.ctxs) == 1
+        await asyncio.sleep(0.05)
+        assert core.wakes == wakes + 1  # the window's timer woke the loop
+        batcher.issue_pending()
+        assert len(core.ctxs) == 2
+        batcher.on_read_state(core.ctxs[1], 7)
+        assert await late == 7
+        # The last round had one reader: the next one is issued at once.
+        lone = asyncio.create_task(batcher.wait_read_index())
+        await asyncio.sleep(0)
+        batcher.issue_pending()
+        assert len(core.ctxs) == 3
+        batcher.on_read_state(core.ctxs[2], 8)
+        assert await lone == 8
+
+    asyncio.run(main())
