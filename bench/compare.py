@@ -78,6 +78,8 @@ def build_suites(quick: bool) -> list[Suite]:
               {**sat, "conns": 1, "clients": 1}),
         Suite("range-l", "cluster", sat_text, unary("range"), {**sat, "serializable": False},
               ceiling=True),
+        Suite("range-l-100", "cluster", f"h2load 10 conns × 10 streams (100 concurrent readers), {d:g} s, one key",
+              suites.run_read_batching, {**sat, "conns": 10, "clients": 100}, extras=("reads_per_round",)),
         Suite("range-s", "cluster", sat_text, unary("range"), {**sat, "serializable": True}),
         Suite("txn-put", "cluster", sat_text.replace("one key", "1 put per txn"), unary("txn-put"), sat),
         Suite("hotkey-s", "proxy", sat_text, suites.run_hotkey, {**sat, "serializable": True},

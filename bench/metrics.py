@@ -35,3 +35,14 @@ def metrics_reachable(url: str) -> bool:
 def cluster_handled_total(urls: list[str], method: str) -> float:
     """`handled_total` summed over every member's metrics endpoint."""
     return sum(handled_total(fetch_metrics(u), method) for u in urls)
+
+
+def counter_sum(metrics_text: str, name: str) -> float | None:
+    """Sum of every sample of counter `name` (its `_total` sample, all label sets); None when the
+    page has no such family (etcd has no ReadIndex counters, for one)."""
+    total = None
+    for family in text_string_to_metric_families(metrics_text):
+        for s in family.samples:
+            if s.name in (name, name + "_total"):
+                total = (total or 0.0) + s.value
+    return total

@@ -19,7 +19,7 @@ from . import grpc_load, workers
 from . import requests as rq
 from .h2load import H2loadOutcome, grpc_frame, plan_runs, run_h2load
 from .histogram import LatencyHistogram
-from .metrics import cluster_handled_total, metrics_reachable
+from .metrics import cluster_handled_total, counter_sum, fetch_metrics, metrics_reachable
 from cluster.launch import wait_until
 from .result import BenchResult
 
@@ -163,6 +163,30 @@ def run_hotkey(opts: LoadOptions) -> BenchResult:
         sent = out.started + out.sampled
         result.extra.update(cluster_range_calls=int(reached), sent=sent,
                             upstream_fraction=round(reached / sent, 6) if sent else None)
+    return result
+
+
+def run_read_batching(opts: LoadOptions) -> BenchResult:
+    """Linearizable Ranges from `clients` concurrent readers; `reads_per_round` = linearizable
+    reads / ReadIndex rounds over all members during the run (etcd_server_linearizable_reads_total
+    and etcd_server_read_indexes_total: ours only, etcd 3.4 has neither)."""
+    def counts() -> tuple[float, float] | None:
+        reads = rounds = 0.0
+        for url in opts.cluster_metrics:
+            text = fetch_metrics(url)
+            r, n = counter_sum(text, "etcd_server_linearizable_reads"), counter_sum(text, "etcd_server_read_indexes")
+            if r is None or n is None:
+                return None
+            reads, rounds = reads + r, rounds + n
+        return (reads, rounds) if opts.cluster_metrics else None
+    before = counts()
+    result = run_unary(LoadOptions(**{**opts.__dict__, "serializable": False}), "range", "range-l-batching")
+    after = counts()
+    if before is None or after is None:
+        result.notes.append("the cluster counts no ReadIndex rounds: reads per round unknown")
+    else:
+        reads, rounds = after[0] - before[0], after[1] - before[1]
+        result.extra.update(reads_per_round=round(reads / rounds, 2) if rounds else None)
     return result
 
 

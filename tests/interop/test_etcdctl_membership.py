@@ -25,7 +25,7 @@ from .three_members import ThreeMembers, three_member_cluster
 
 UNHEALTHY = "etcdserver: unhealthy cluster"
 NOT_IN_SYNC = "etcdserver: can only promote a learner member which is in sync with leader"
-_ADDED = re.compile(r"Member ([0-9a-f]+) added to cluster")
+_ADDED = re.compile(r"Member\s+([0-9a-f]+) added to cluster")
 _LOG_LINE = re.compile(r'^\{"level".*"error":"(?P<error>[^"]*)"')
 
 
@@ -47,6 +47,7 @@ class Transcript:
             self.member_id(m["ID"], m["name"])
         self.tokens[str(doc["header"]["cluster_id"])] = "<cluster>"
         self.tokens[f"{doc['header']['cluster_id']:x}"] = "<cluster>"
+        self.tokens[f"{doc['header']['cluster_id']:16x}"] = "<cluster>"  # etcdctl prints IDs with %16x
 
     def url(self, url: str, token: str) -> str:
         self.tokens[url] = token
@@ -56,6 +57,7 @@ class Transcript:
         self.ids[name] = mid
         self.tokens[str(mid)] = f"<id:{name}>"
         self.tokens[f"{mid:x}"] = f"<id:{name}>"
+        self.tokens[f"{mid:16x}"] = f"<id:{name}>"  # space-padded when it has a leading zero nibble
 
     def run(self, *args: str, retry_while: str | None = None) -> str:
         """Run `etcdctl args`, record it; `retry_while`: re-run while the output shows it (etcd's
