@@ -12,11 +12,16 @@ Contract (event loop only):
   loop handles a Ready, shares the next round: on the leader and on followers alike (a
   follower's request is forwarded to the leader by the core, batched the same way).
 - Refill gathering: a pending round waits (only while none is in flight) until it holds
-  `REFILL_SHARE` of the readers of the round issued before it, or until it is `gather_window`
-  seconds old, whichever comes first. Under load, the readers a round releases come back soon
-  with their next read, so rounds grow to most of the concurrent readers instead of the few that
-  arrive during one round trip, and every round confirms more reads for the same quorum
-  traffic; a lone reader (the last round had one) never waits. When the target is reached the
+  `REFILL_SHARE` of the readers of the round issued before it, or until its gather window has
+  passed, whichever comes first. Under load, the readers a round releases come back with their
+  next read, so rounds grow to most of the concurrent readers instead of the few that arrive
+  during one round trip, and each round confirms more reads for the same quorum traffic (fewer
+  rounds: less CPU per read). A lone reader (the last round had one) never waits. The window
+  is `ROUNDS_TO_WINDOW` times the recent round duration (issue to answer), within
+  [`MIN_GATHER_WINDOW`, `MAX_GATHER_WINDOW`]: rounds take long when the members are CPU-bound,
+  and then readers are served no sooner for issuing rounds sooner (by Little's law their latency
+  is concurrency / throughput), while on an idle member a round, and so the window, is short.
+  When the target is reached the
   loop is woken at once; otherwise a timer wakes it when the window ends.
 - The driver calls `on_read_state(ctx, index)` for each `ReadState` of a Ready. The in-flight round
   completes with the first answer to any ctx it was issued under; the next round is issued by
@@ -45,19 +50,23 @@ from .errors import NO_LEADER
 
 _CTX = struct.Struct(">QQ")
 REFILL_SHARE = 0.9  # of the previous round's readers, which a pending round waits for
-GATHER_WINDOW = 0.005  # seconds: the longest a pending round waits for them
+MIN_GATHER_WINDOW = 0.001  # seconds a pending round may wait for them, at least
+MAX_GATHER_WINDOW = 0.05  # ... and at most
+ROUNDS_TO_WINDOW = 2.0  # gather window = this × the recent round duration, within those bounds
+_SMOOTHING = 0.3  # weight of a new round duration in the moving average
 
 
 class _Round:
     """Readers confirmed together by one ReadIndex answer."""
 
-    __slots__ = ("future", "readers", "ctxs", "created", "deadline", "timer")
+    __slots__ = ("future", "readers", "ctxs", "created", "issued", "deadline", "timer")
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.future: asyncio.Future[int] = loop.create_future()
         self.readers = 0
         self.ctxs: set[bytes] = set()
         self.created = loop.time()
+        self.issued = 0.0
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None  # gather wake-up while pending, retry once sent
 
@@ -66,7 +75,7 @@ class ReadIndexBatcher:
     """Batches linearizable reads into ReadIndex rounds (see the module docstring)."""
 
     def __init__(self, member_id: int, request: Callable[[bytes], None], wake: Callable[[], None], *,
-                 retry_after: float, timeout: float, gather_window: float = GATHER_WINDOW,
+                 retry_after: float, timeout: float, max_gather_window: float = MAX_GATHER_WINDOW,
                  count_round: Callable[[], None] | None = None,
                  count_reads: Callable[[int], None] | None = None):
         self._member_id = member_id
@@ -74,7 +83,8 @@ class ReadIndexBatcher:
         self._wake = wake
         self._retry_after = retry_after
         self._timeout = timeout
-        self._gather_window = gather_window
+        self._max_gather_window = max_gather_window
+        self._round_seconds = 0.0  # moving average of round durations (issue to answer)
         self._refill_target = 1  # readers a pending round waits for (REFILL_SHARE of the last round)
         self._count_round = count_round
         self._count_reads = count_reads
@@ -100,18 +110,23 @@ class ReadIndexBatcher:
             return
         if rnd.readers < self._refill_target:
             loop = asyncio.get_running_loop()
-            until = rnd.created + self._gather_window
+            until = rnd.created + self.gather_window()
             if loop.time() < until:
                 if rnd.timer is None:
                     rnd.timer = loop.call_at(until, self._wake)
                 return
         self._issue_pending()
 
+    def gather_window(self) -> float:
+        return min(self._max_gather_window, max(MIN_GATHER_WINDOW, ROUNDS_TO_WINDOW * self._round_seconds))
+
     def on_read_state(self, ctx: bytes, index: int) -> None:
         """A ReadState from the core: completes the in-flight round if `ctx` is one of its."""
         rnd = self._in_flight
         if rnd is None or ctx not in rnd.ctxs:
             return  # an answer to a round already completed, failed or retried-and-answered
+        took = asyncio.get_running_loop().time() - rnd.issued
+        self._round_seconds += _SMOOTHING * (took - self._round_seconds)
         self._finish(rnd, index, None)
 
     def fail_all(self, exc: BaseException) -> None:
@@ -134,6 +149,7 @@ class ReadIndexBatcher:
             rnd.timer = None
         self._in_flight = rnd
         self._refill_target = max(1, math.ceil(REFILL_SHARE * rnd.readers))
+        rnd.issued = asyncio.get_running_loop().time()
         rnd.deadline = time.monotonic() + self._timeout
         if self._count_reads is not None:
             self._count_reads(rnd.readers)

@@ -8,7 +8,7 @@ import pytest
 
 from cluster.raft import RequestDropped
 from cluster.replication.errors import LEADER_CHANGED, NO_LEADER
-from cluster.replication.read_index import ReadIndexBatcher
+from cluster.replication.read_index import MIN_GATHER_WINDOW, ReadIndexBatcher
 from cluster.server import errors as server_errors
 
 
@@ -159,10 +159,40 @@ def test_a_cancelled_reader_does_not_cancel_its_round():
     asyncio.run(main())
 
 
+def saturate(batcher) -> None:
+    """Rounds have been taking long (a busy cluster): the gather window grows to its maximum."""
+    batcher._round_seconds = 10.0
+
+
+def test_the_gather_window_follows_the_round_duration():
+    async def main():
+        core = ScriptedCore()
+        batcher, _ = make(core, max_gather_window=0.05)
+        assert batcher.gather_window() == MIN_GATHER_WINDOW  # nothing measured yet
+        for i in range(20):  # rounds answered at once: the window stays at its minimum
+            reader = asyncio.create_task(batcher.wait_read_index())
+            await asyncio.sleep(0)
+            batcher.issue_pending()
+            batcher.on_read_state(core.ctxs[-1], i)
+            await reader
+        assert batcher.gather_window() == MIN_GATHER_WINDOW
+        for i in range(20):  # rounds taking 10 ms: the window grows to ~20 ms
+            reader = asyncio.create_task(batcher.wait_read_index())
+            await asyncio.sleep(0)
+            batcher.issue_pending()
+            await asyncio.sleep(0.01)
+            batcher.on_read_state(core.ctxs[-1], i)
+            await reader
+        assert 0.015 < batcher.gather_window() < 0.05
+
+    asyncio.run(main())
+
+
 def test_a_round_gathers_most_of_the_previous_rounds_readers_before_it_is_issued():
     async def main():
         core = ScriptedCore()
-        batcher, counts = make(core, gather_window=10.0)
+        batcher, counts = make(core, max_gather_window=10.0)
+        saturate(batcher)
         first = [asyncio.create_task(batcher.wait_read_index()) for _ in range(10)]
         await asyncio.sleep(0)
         batcher.issue_pending()
@@ -189,7 +219,8 @@ def test_a_round_gathers_most_of_the_previous_rounds_readers_before_it_is_issued
 def test_a_gathering_round_goes_out_when_its_window_ends():
     async def main():
         core = ScriptedCore()
-        batcher, counts = make(core, gather_window=0.02)
+        batcher, counts = make(core, max_gather_window=0.02)
+        saturate(batcher)
         first = [asyncio.create_task(batcher.wait_read_index()) for _ in range(10)]
         await asyncio.sleep(0)
         batcher.issue_pending()
