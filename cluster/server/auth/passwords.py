@@ -5,6 +5,10 @@ hundred milliseconds per hash), stored as "scrypt$<N>$<r>$<p>$<salt b64>$<hash b
 user's `password` field. A hash is computed only on the member that receives UserAdd,
 UserChangePassword or Authenticate, never per request and never on the event loop (callers run
 these functions on a worker thread); only the hash enters the replicated log.
+
+`check_credentials` runs the KDF whether or not the user exists (or has a password), against a
+fixed decoy hash when it does not, so that Authenticate takes the KDF's time either way and its
+timing does not tell which user names exist (etcd 3.4 answers an unknown name at once).
 """
 
 from __future__ import annotations
@@ -37,3 +41,16 @@ def verify_password(stored: bytes, password: str) -> bool:
     except (ValueError, UnicodeDecodeError):
         return False
     return hmac.compare_digest(got, want)
+
+
+_DECOY = "scrypt$%d$%d$%d$%s$%s" % (_N, _R, _P, base64.b64encode(b"\0" * 16).decode(),
+                                   base64.b64encode(b"\0" * _DKLEN).decode())
+
+
+def check_credentials(stored: bytes | None, password: str) -> bool:
+    """Whether `password` matches `stored` (None: no such user, or one without a password: always
+    False), at the cost of one KDF run in every case."""
+    if stored is None:
+        verify_password(_DECOY.encode(), password)
+        return False
+    return verify_password(stored, password)

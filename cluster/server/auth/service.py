@@ -20,7 +20,7 @@ from protos.kvpb import internal_pb2
 from .. import errors
 from ..errors import EtcdError
 from . import gate
-from .passwords import hash_password, verify_password
+from .passwords import check_credentials, hash_password
 from .store import AuthStore
 
 
@@ -56,10 +56,9 @@ class AuthService(rpc_pb2_grpc.AuthServicer):
                 if not state.enabled:
                     raise errors.AUTH_NOT_ENABLED
                 user = state.users.get(request.name)
-                if user is None or user.options.no_password:
-                    raise errors.AUTH_FAILED
-                if not await loop.run_in_executor(None, verify_password, user.password, request.password):
-                    raise errors.AUTH_FAILED
+                stored = None if user is None or user.options.no_password else user.password
+                if not await loop.run_in_executor(None, check_credentials, stored, request.password):
+                    raise errors.AUTH_FAILED  # the KDF ran either way (passwords.py)
                 entry = internal_pb2.AuthenticateEntry(
                     name=request.name, simple_token_prefix=self._auth.tokens.gen_prefix())
                 resp = await self._proposer.propose(authenticate=entry)

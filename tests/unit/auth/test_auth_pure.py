@@ -9,7 +9,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from cluster.server import errors
-from cluster.server.auth.passwords import hash_password, verify_password
+from cluster.server.auth import passwords
+from cluster.server.auth.passwords import check_credentials, hash_password, verify_password
 from cluster.server.auth.state import READ, READWRITE, WRITE, AuthInfo, AuthState, covers, perm_interval
 from cluster.server.auth.tokens import JwtTokens, SimpleTokens, build_token_provider, parse_token_opts
 from protos.authpb import auth_pb2
@@ -77,6 +78,21 @@ def test_passwords():
     assert not verify_password(stored, "s3creT")
     assert not verify_password(b"garbage", "s3cret")
     assert hash_password("x") != hash_password("x")  # salted
+
+
+def test_credentials_run_the_kdf_for_unknown_users_too(monkeypatch):
+    calls = []
+    real_scrypt = passwords.hashlib.scrypt
+
+    def counting_scrypt(*args, **kwargs):
+        calls.append(kwargs["n"])
+        return real_scrypt(*args, **kwargs)
+    monkeypatch.setattr(passwords.hashlib, "scrypt", counting_scrypt)
+    stored = hash_password("pw").encode()
+    calls.clear()
+    assert check_credentials(stored, "pw") and not check_credentials(stored, "wrong")
+    assert not check_credentials(None, "pw") and not check_credentials(None, "")
+    assert calls == [2 ** 14] * 4  # same KDF, same cost, whether the user exists or not
 
 
 def test_simple_tokens_expire_and_are_dropped():
