@@ -121,6 +121,8 @@ def replace_member(stack, victim: Member, history) -> Member:
     _reconfigure(stack, live, lambda c: c.MemberAdd(rpc_pb2.MemberAddRequest(peerURLs=[peer_url]), timeout=10))
     history.note(f"added {fresh.name} at {peer_url}")
     stack.spec.members[stack.spec.members.index(victim)] = fresh
+    if victim.name in stack.member_env:  # the slot's failpoints (and their switch file) carry over
+        stack.member_env[fresh.name] = stack.member_env[victim.name]
     stack.existing.add(fresh.name)
     stack.start(fresh)
     return fresh
