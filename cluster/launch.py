@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import random
 import socket
 import subprocess
 import sys
@@ -22,11 +23,35 @@ KVCLUSTER = [sys.executable, "-m", "cluster.cli"]
 KVPROXY = [sys.executable, "-m", "proxy.cli"]
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free when asked (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free when asked, below the kernel's ephemeral range: a
+    port the OS picked (bind to 0) can be taken again by any outgoing connection before our
+    server binds it, one below that range cannot. Never the same port twice in one process."""
+    rng = random.Random()
+    ceiling = _ephemeral_floor()
+    for _ in range(1000):
+        port = rng.randrange(max(1024, ceiling - 12000), ceiling)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free TCP port below the ephemeral range")
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:

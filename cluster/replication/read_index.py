@@ -21,8 +21,8 @@ Contract (event loop only):
   [`MIN_GATHER_WINDOW`, `MAX_GATHER_WINDOW`]: rounds take long when the members are CPU-bound,
   and then readers are served no sooner for issuing rounds sooner (by Little's law their latency
   is concurrency / throughput), while on an idle member a round, and so the window, is short.
-  When the target is reached the
-  loop is woken at once; otherwise a timer wakes it when the window ends.
+  When the target is reached the loop is woken at once; otherwise a timer wakes it when the
+  window ends.
 - The driver calls `on_read_state(ctx, index)` for each `ReadState` of a Ready. The in-flight round
   completes with the first answer to any ctx it was issued under; the next round is issued by
   the loop's next `issue_pending()` (right after the Ready that completed it).
@@ -118,6 +118,7 @@ class ReadIndexBatcher:
         self._issue_pending()
 
     def gather_window(self) -> float:
+        """Seconds a pending round may wait for its refill target (module docstring)."""
         return min(self._max_gather_window, max(MIN_GATHER_WINDOW, ROUNDS_TO_WINDOW * self._round_seconds))
 
     def on_read_state(self, ctx: bytes, index: int) -> None:

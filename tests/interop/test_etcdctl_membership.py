@@ -47,7 +47,6 @@ class Transcript:
             self.member_id(m["ID"], m["name"])
         self.tokens[str(doc["header"]["cluster_id"])] = "<cluster>"
         self.tokens[f"{doc['header']['cluster_id']:x}"] = "<cluster>"
-        self.tokens[f"{doc['header']['cluster_id']:16x}"] = "<cluster>"  # etcdctl prints IDs with %16x
 
     def url(self, url: str, token: str) -> str:
         self.tokens[url] = token
@@ -57,7 +56,6 @@ class Transcript:
         self.ids[name] = mid
         self.tokens[str(mid)] = f"<id:{name}>"
         self.tokens[f"{mid:x}"] = f"<id:{name}>"
-        self.tokens[f"{mid:16x}"] = f"<id:{name}>"  # space-padded when it has a leading zero nibble
 
     def run(self, *args: str, retry_while: str | None = None) -> str:
         """Run `etcdctl args`, record it; `retry_while`: re-run while the output shows it (etcd's
@@ -99,6 +97,8 @@ class Transcript:
                 line = "+-+"
             elif line.startswith("|"):
                 line = "|".join(c.strip() for c in line.split("|"))
+            else:  # etcdctl prints IDs with %16x: space-padded when the top nibble is 0
+                line = re.sub(" {2,}", " ", line)
             lines.append(self.text(line))
         if args[:2] == ("member", "list") and "json" not in args:
             lines.sort()
