@@ -28,6 +28,7 @@ import struct
 import sys
 import tempfile
 
+from cluster.fsutil import fsync_dir
 from cluster.mvcc.env import DATA_FILE
 from cluster.mvcc.store import MVCCStore
 from cluster.server.membership import parse_initial_cluster
@@ -94,14 +95,6 @@ def _copy_prefix(src: str, dest: str, length: int) -> None:
         os.fsync(fout.fileno())
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def restore(snapshot: str, *, data_dir: str, name: str, initial_cluster: str,
             initial_cluster_token: str, initial_advertise_peer_urls: list[str],
             skip_hash_check: bool = False) -> None:
@@ -136,9 +129,9 @@ def restore(snapshot: str, *, data_dir: str, name: str, initial_cluster: str,
                 batch.commit(0)  # a fresh log replays nothing into it: only the new membership
         finally:
             store.close()
-        _fsync_dir(store_dir)
+        fsync_dir(store_dir)
         os.rename(staging, data_dir)
-        _fsync_dir(parent)
+        fsync_dir(parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -26,6 +26,8 @@ import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
+from cluster.fsutil import fsync_dir
+
 from .codec import decode_snapshot, encode_snapshot
 from .errors import CodecError, RaftError
 from .types import Snapshot
@@ -82,11 +84,7 @@ class SnapshotFiles:
             f.flush()
             os.fsync(f.fileno())
         os.rename(tmp, path)
-        fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self.dir)
         self.purge()
         return path
 

@@ -40,6 +40,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cluster.fsutil import fsync_dir
+
 from .codec import ENTRY_OVERHEAD, decode_entry, decode_hard_state, encode_hard_state
 from .errors import CodecError, RaftError
 from .types import Entry, HardState
@@ -147,14 +149,6 @@ def _valid_record_after(data: bytes, start: int) -> bool:
         if not isinstance(_parse_record(data, off), str):
             return True
     return False
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_all(fd: int, buf: bytes) -> None:
@@ -278,7 +272,7 @@ class WAL:
             path.unlink()
         if removed:
             del segments[:keep_from]
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         return removed
 
     def segment_paths(self) -> list[Path]:
@@ -306,7 +300,7 @@ class WAL:
         finally:
             os.close(fd)
         os.rename(tmp, path)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         self._size = len(preamble)
         self._segments.append(_Segment(seq, first_index, path))

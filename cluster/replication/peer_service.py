@@ -26,12 +26,12 @@ from urllib.parse import urlsplit
 
 import grpc
 
+from cluster.fsutil import fsync_dir
 from cluster.raft import CodecError, Message, MessageType
 from cluster.raft.codec import decode_message
 from cluster.server.errors import EtcdError
-from protos.kvpb import peer_pb2, peer_pb2_grpc
-
 from cluster.tls import TLSInfo, is_tls_url
+from protos.kvpb import peer_pb2, peer_pb2_grpc
 
 from .errors import BootstrapError
 
@@ -85,14 +85,6 @@ class SnapshotReceiver(Protocol):
 
     def receive_snapshot(self, m: Message) -> None:
         """Step the MsgSnap whose image is in place."""
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class RaftPeerService(peer_pb2_grpc.RaftPeerServicer):
@@ -176,7 +168,7 @@ class RaftPeerService(peer_pb2_grpc.RaftPeerServicer):
                     await asyncio.to_thread(os.fsync, f.fileno())
                     f.close()
                     os.replace(part, path)
-                    await asyncio.to_thread(_fsync_dir, os.path.dirname(path))
+                    await asyncio.to_thread(fsync_dir, os.path.dirname(path))
                     done = True
                     break
             if not done:

@@ -25,6 +25,7 @@ import grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, ProcessCollector
 
+from cluster.fsutil import fsync_dir
 from cluster.mvcc.store import MVCCStore
 from cluster.raft.wal import WAL
 from cluster.replication.factory import build_replicated_log
@@ -368,11 +369,7 @@ class Member:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        fd = os.open(self._member_dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self._member_dir)
         return local_id
 
     async def _resolve_membership_record(self) -> tuple[Membership, bool, bool]:

@@ -59,26 +59,26 @@ class _Change:
     def put_user(self, user: auth_pb2.User) -> None:
         name = user.name.decode()
         self.state.users[name] = user
-        key = _name_key(P_USER, name)
-        self.puts[key] = user.SerializeToString()
-        self.deletes.discard(key)
+        self._put(_name_key(P_USER, name), user.SerializeToString())
 
     def delete_user(self, name: str) -> None:
         del self.state.users[name]
-        key = _name_key(P_USER, name)
-        self.puts.pop(key, None)
-        self.deletes.add(key)
+        self._delete(_name_key(P_USER, name))
 
     def put_role(self, role: auth_pb2.Role) -> None:
         name = role.name.decode()
         self.state.roles[name] = role
-        key = _name_key(P_ROLE, name)
-        self.puts[key] = role.SerializeToString()
-        self.deletes.discard(key)
+        self._put(_name_key(P_ROLE, name), role.SerializeToString())
 
     def delete_role(self, name: str) -> None:
         del self.state.roles[name]
-        key = _name_key(P_ROLE, name)
+        self._delete(_name_key(P_ROLE, name))
+
+    def _put(self, key: bytes, value: bytes) -> None:
+        self.puts[key] = value
+        self.deletes.discard(key)
+
+    def _delete(self, key: bytes) -> None:
         self.puts.pop(key, None)
         self.deletes.add(key)
 
