@@ -7,10 +7,8 @@ next endpoint on any error. Write errors are recorded as "maybe"; failed reads a
 
 from __future__ import annotations
 
-import math
 import random
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Optional
 

@@ -9,28 +9,15 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from cluster.launch import ClusterSpec, wait_until
+from cluster.launch import wait_until
 from protos.authpb import auth_pb2
 from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from tests.support.kvstack import start_kv_cluster
 
 from .cluster_client import ClusterView
-from .test_snapshot_catchup import PUTS, SEGMENT_BYTES, SNAPSHOT_COUNT, metric
+from .test_snapshot_catchup import PUTS, metric
 
 READWRITE = auth_pb2.Permission.READWRITE
-
-
-@pytest.fixture
-def kv3_small_snapshots(procs, tmp_path, monkeypatch) -> ClusterView:
-    monkeypatch.setenv("KVCLUSTER_WAL_SEGMENT_BYTES", str(SEGMENT_BYTES))
-    spec = ClusterSpec.allocate(str(tmp_path), 3, extra_flags=[
-        "--log-level", "info", "--snapshot-count", str(SNAPSHOT_COUNT),
-        "--experimental-snapshot-catchup-entries", "100"])
-    view = ClusterView(procs, start_kv_cluster(procs, spec))
-    try:
-        yield view
-    finally:
-        view.close()
 
 
 def auth_stub(view: ClusterView, name: str) -> rpc_pb2_grpc.AuthStub:
@@ -71,8 +58,8 @@ def assert_identical(view: ClusterView, root) -> tuple:
     return first
 
 
-def test_auth_state_is_replicated_and_survives_restart_and_snapshot_catchup(kv3_small_snapshots):
-    view = kv3_small_snapshots
+def test_auth_state_is_replicated_and_survives_restart_and_snapshot_catchup(small_snapshots):
+    view = small_snapshots
     leader = view.wait_leader()
     follower = next(n for n in view.clients if n != leader)
     other = next(n for n in view.clients if n not in (leader, follower))

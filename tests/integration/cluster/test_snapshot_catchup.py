@@ -13,31 +13,15 @@ import pathlib
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 
-from cluster.launch import ClusterSpec, wait_until
+from cluster.launch import wait_until
 from protos.etcdserverpb import rpc_pb2
 from tests.support.kvstack import start_kv_cluster
 
 from .cluster_client import ClusterView
 
-SNAPSHOT_COUNT = 200
-SEGMENT_BYTES = 64 * 1024
 PUTS = 2000
 VALUE = b"v" * 100
-
-
-@pytest.fixture
-def small_snapshots(procs, tmp_path, monkeypatch) -> ClusterView:
-    monkeypatch.setenv("KVCLUSTER_WAL_SEGMENT_BYTES", str(SEGMENT_BYTES))
-    spec = ClusterSpec.allocate(str(tmp_path), 3, extra_flags=[
-        "--log-level", "info", "--snapshot-count", str(SNAPSHOT_COUNT),
-        "--experimental-snapshot-catchup-entries", "100"])
-    view = ClusterView(procs, start_kv_cluster(procs, spec))
-    try:
-        yield view
-    finally:
-        view.close()
 
 
 def metric(view: ClusterView, name: str, family: str) -> float:

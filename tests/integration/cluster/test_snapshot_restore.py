@@ -9,10 +9,8 @@ import os
 import shutil
 import subprocess
 
-import grpc
-
 from cluster.launch import KVCLUSTER, ClusterSpec
-from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from protos.etcdserverpb import rpc_pb2
 from tests.support.etcd_ref import ETCDCTL_BIN, start_etcd_cluster
 from tests.support.kvstack import start_kv_cluster
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import queue
-import threading
 import urllib.request
 from dataclasses import dataclass
 
@@ -80,45 +78,3 @@ def metric(client: MemberClient, name: str) -> float:
             if line.startswith(name + " "):
                 return float(line.split()[1])
     return float("nan")
-
-
-class WatchStream:
-    """A Watch bidi stream driven from a test: `send` requests, `recv` responses (with timeout)."""
-
-    def __init__(self, stub: rpc_pb2_grpc.WatchStub):
-        self._requests: queue.Queue = queue.Queue()
-        self._call = stub.Watch(iter(self._requests.get, None))
-        self._responses: queue.Queue = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        try:
-            for resp in self._call:
-                self._responses.put(resp)
-        except grpc.RpcError as exc:
-            self._responses.put(exc)
-
-    def send(self, req: rpc_pb2.WatchRequest) -> None:
-        self._requests.put(req)
-
-    def create(self, key: bytes, **kw) -> rpc_pb2.WatchResponse:
-        self.send(rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=key, **kw)))
-        return self.recv()
-
-    def recv(self, timeout: float = 10.0) -> rpc_pb2.WatchResponse:
-        resp = self._responses.get(timeout=timeout)
-        if isinstance(resp, Exception):
-            raise resp
-        return resp
-
-    def recv_nothing(self, within: float) -> bool:
-        """True if no response arrives within `within` seconds."""
-        try:
-            self._responses.get(timeout=within)
-            return False
-        except queue.Empty:
-            return True
-
-    def close(self) -> None:
-        self._requests.put(None)
-        self._call.cancel()

@@ -3,8 +3,6 @@ kind of request, and bad input, with etcd 3.4's error codes and texts."""
 
 from __future__ import annotations
 
-import queue
-import threading
 
 import grpc
 import pytest
@@ -12,6 +10,8 @@ import pytest
 from cluster.launch import ClusterSpec, wait_until
 from protos.authpb import auth_pb2
 from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+
+from tests.support.watch_stream import WatchStream
 
 from .conftest import MemberClient, start_member
 
@@ -57,32 +57,6 @@ def authed(procs, tmp_path):
     setup_users(rpc_pb2_grpc.AuthStub(client.channel))
     yield client
     client.channel.close()
-
-
-class TokenWatch:
-    """A Watch stream opened with `metadata`; responses (or the ending RpcError) on a queue."""
-
-    def __init__(self, stub: rpc_pb2_grpc.WatchStub, metadata):
-        self._requests: queue.Queue = queue.Queue()
-        self.call = stub.Watch(iter(self._requests.get, None), metadata=metadata)
-        self.responses: queue.Queue = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        try:
-            for resp in self.call:
-                self.responses.put(resp)
-        except grpc.RpcError as exc:
-            self.responses.put(exc)
-
-    def create(self, key: bytes, range_end: bytes = b"", watch_id: int = 0) -> rpc_pb2.WatchResponse:
-        self._requests.put(rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(
-            key=key, range_end=range_end, watch_id=watch_id)))
-        return self.responses.get(timeout=10)
-
-    def close(self) -> None:
-        self._requests.put(None)
-        self.call.cancel()
 
 
 def test_permissions_of_every_request_kind(authed):
@@ -139,16 +113,16 @@ def test_permissions_of_every_request_kind(authed):
     assert list(auth.UserList(rpc_pb2.AuthUserListRequest(), metadata=root, timeout=10).users) == ["alice", "bob", "root"]
 
     # watch: a refused create is answered as etcd, and the stream keeps serving the others
-    ws = TokenWatch(authed.watch, alice)
+    ws = WatchStream(authed.watch, alice)
     try:
-        refused = ws.create(b"priv/", b"priv0", watch_id=5)
+        refused = ws.create(b"priv/", range_end=b"priv0", watch_id=5)
         assert (refused.watch_id, refused.created, refused.canceled) == (-1, True, True)  # as etcd 3.4.23
         assert refused.cancel_reason == "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
-        ok = ws.create(b"pub/", b"pub0")
+        ok = ws.create(b"pub/", range_end=b"pub0")
         assert ok.created and not ok.canceled
         kv.Put(rpc_pb2.PutRequest(key=b"priv/y", value=b"no"), metadata=root, timeout=10)
         kv.Put(rpc_pb2.PutRequest(key=b"pub/w", value=b"yes"), metadata=root, timeout=10)
-        event = ws.responses.get(timeout=10)
+        event = ws.recv()
         assert [(e.kv.key, e.kv.value) for e in event.events] == [(b"pub/w", b"yes")]
     finally:
         ws.close()
@@ -188,7 +162,7 @@ def test_bad_input_gets_etcds_errors(authed):
     assert error_of(kv.Put, rpc_pb2.PutRequest(key=b"pub/a"), metadata=(("authorization", "garbage"),),
                     timeout=10) == INVALID_TOKEN
     # a forged token on a watch stream: the create is refused, the stream stays usable
-    ws = TokenWatch(authed.watch, forged)
+    ws = WatchStream(authed.watch, forged)
     try:
         assert ws.create(b"pub/a").canceled
     finally:

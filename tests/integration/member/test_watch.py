@@ -7,7 +7,9 @@ import grpc
 from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from protos.mvccpb import kv_pb2
 
-from .conftest import WatchStream, metric, start_member
+from tests.support.watch_stream import WatchStream
+
+from .conftest import metric, start_member
 from cluster.launch import ClusterSpec
 from cluster.launch import wait_until
 

@@ -3,7 +3,6 @@ cache under concurrent load, and a watcher whose token expires is told so instea
 
 from __future__ import annotations
 
-import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,6 +13,7 @@ from cluster.launch import ClusterSpec, wait_until
 from protos.authpb import auth_pb2
 from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from tests.support.kvstack import start_kv_cluster, start_kvproxy
+from tests.support.watch_stream import WatchStream, create_request
 
 from .conftest import metric
 
@@ -111,35 +111,6 @@ def test_concurrent_users_never_see_each_others_data_through_the_cache(stack):
     assert metric(proxy.metrics_url, "etcd_grpc_proxy_cache_hits_total") > hits_before, "the cache answered some reads"
 
 
-class ProxyWatch:
-    """A Watch stream through the proxy with `metadata`; responses or the ending error on a queue."""
-
-    def __init__(self, channel: grpc.Channel, metadata):
-        self._requests: queue.Queue = queue.Queue()
-        self.call = rpc_pb2_grpc.WatchStub(channel).Watch(iter(self._requests.get, None), metadata=metadata)
-        self.responses: queue.Queue = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        try:
-            for resp in self.call:
-                self.responses.put(resp)
-            self.responses.put("EOF")
-        except grpc.RpcError as exc:
-            self.responses.put(exc)
-
-    def create(self, key: bytes, range_end: bytes = b"") -> None:
-        self._requests.put(rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=key, range_end=range_end)))
-
-    def next(self, timeout: float = 30.0):
-        """The next response, or the RpcError / "EOF" that ended the stream (never waits forever)."""
-        return self.responses.get(timeout=timeout)
-
-    def close(self) -> None:
-        self._requests.put(None)
-        self.call.cancel()
-
-
 def told_auth_failure(item) -> bool:
     """A watch response canceling with etcd's permission-denied reason, or the stream ending with
     the auth error."""
@@ -156,10 +127,9 @@ def test_a_watcher_whose_token_expires_is_told_and_never_hangs(stack, procs):
     root = token(member, "root")
     alice = token(channel, "alice")
     member_kv = rpc_pb2_grpc.KVStub(member)
-    watch = ProxyWatch(channel, alice)
+    watch = WatchStream(rpc_pb2_grpc.WatchStub(channel), alice)
     try:
-        watch.create(b"pub/", b"pub0")
-        created = watch.next()
+        created = watch.create(b"pub/", range_end=b"pub0")
         assert created.created and not created.canceled
         member_kv.Put(rpc_pb2.PutRequest(key=b"pub/a", value=b"1"), metadata=root, timeout=10)
         event = watch.next()
@@ -174,7 +144,7 @@ def test_a_watcher_whose_token_expires_is_told_and_never_hangs(stack, procs):
         wait_until(expired, 60, "alice's token expired", interval=4.0)
 
         # a new watch on the same stream with the expired token is refused, not left pending
-        watch.create(b"pub/b")
+        watch.send(create_request(b"pub/b"))
         assert told_auth_failure(watch.next()), "new watch with an expired token"
 
         # the member restarts (tokens are not persisted): the proxy re-opens its upstream watch

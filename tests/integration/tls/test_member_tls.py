@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import ssl
 import subprocess
-import sys
 import urllib.error
 
 import pytest

@@ -159,6 +159,23 @@ def test_a_cancelled_reader_does_not_cancel_its_round():
     asyncio.run(main())
 
 
+async def one_round(batcher, core, *, readers: int, index: int, takes: float = 0.0) -> list[int]:
+    """`readers` readers join, the loop issues their round, the core answers `index` after
+    `takes` seconds; returns what the readers got."""
+    tasks = [asyncio.create_task(batcher.wait_read_index()) for _ in range(readers)]
+    await asyncio.sleep(0)
+    batcher.issue_pending()
+    if takes:
+        await asyncio.sleep(takes)
+    batcher.on_read_state(core.ctxs[-1], index)
+    return await asyncio.gather(*tasks)
+
+
+async def woken(core, wakes: int) -> None:
+    while core.wakes == wakes:
+        await asyncio.sleep(0.001)
+
+
 def saturate(batcher) -> None:
     """Rounds have been taking long (a busy cluster): the gather window grows to its maximum."""
     batcher._round_seconds = 10.0
@@ -170,20 +187,11 @@ def test_the_gather_window_follows_the_round_duration():
         batcher, _ = make(core, max_gather_window=0.05)
         assert batcher.gather_window() == MIN_GATHER_WINDOW  # nothing measured yet
         for i in range(20):  # rounds answered at once: the window stays at its minimum
-            reader = asyncio.create_task(batcher.wait_read_index())
-            await asyncio.sleep(0)
-            batcher.issue_pending()
-            batcher.on_read_state(core.ctxs[-1], i)
-            await reader
+            await one_round(batcher, core, readers=1, index=i)
         assert batcher.gather_window() == MIN_GATHER_WINDOW
-        for i in range(20):  # rounds taking 10 ms: the window grows to ~20 ms
-            reader = asyncio.create_task(batcher.wait_read_index())
-            await asyncio.sleep(0)
-            batcher.issue_pending()
-            await asyncio.sleep(0.01)
-            batcher.on_read_state(core.ctxs[-1], i)
-            await reader
-        assert 0.015 < batcher.gather_window() < 0.05
+        for i in range(20):  # rounds taking at least 10 ms: the window grows past 15 ms
+            await one_round(batcher, core, readers=1, index=i, takes=0.01)
+        assert 0.015 < batcher.gather_window() <= 0.05
 
     asyncio.run(main())
 
@@ -193,11 +201,7 @@ def test_a_round_gathers_most_of_the_previous_rounds_readers_before_it_is_issued
         core = ScriptedCore()
         batcher, counts = make(core, max_gather_window=10.0)
         saturate(batcher)
-        first = [asyncio.create_task(batcher.wait_read_index()) for _ in range(10)]
-        await asyncio.sleep(0)
-        batcher.issue_pending()
-        batcher.on_read_state(core.ctxs[0], 5)
-        assert await asyncio.gather(*first) == [5] * 10
+        assert await one_round(batcher, core, readers=10, index=5) == [5] * 10
         # They come back one by one: the round waits for 9 of the 10 (REFILL_SHARE).
         again = [asyncio.create_task(batcher.wait_read_index()) for _ in range(8)]
         await asyncio.sleep(0)
@@ -221,18 +225,13 @@ def test_a_gathering_round_goes_out_when_its_window_ends():
         core = ScriptedCore()
         batcher, counts = make(core, max_gather_window=0.02)
         saturate(batcher)
-        first = [asyncio.create_task(batcher.wait_read_index()) for _ in range(10)]
-        await asyncio.sleep(0)
-        batcher.issue_pending()
-        batcher.on_read_state(core.ctxs[0], 5)
-        await asyncio.gather(*first)
+        await one_round(batcher, core, readers=10, index=5)
         late = asyncio.create_task(batcher.wait_read_index())
         await asyncio.sleep(0)
         batcher.issue_pending()
         wakes = core.wakes
         assert len(core.ctxs) == 1
-        await asyncio.sleep(0.05)
-        assert core.wakes == wakes + 1  # the window's timer woke the loop
+        await asyncio.wait_for(woken(core, wakes), 1.0)  # the window's timer wakes the loop
         batcher.issue_pending()
         assert len(core.ctxs) == 2
         batcher.on_read_state(core.ctxs[1], 7)
