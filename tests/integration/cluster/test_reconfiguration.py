@@ -155,7 +155,9 @@ def test_grow_to_five_shrink_to_three_and_replace_a_member_under_load(kv3, tmp_p
         assert resp.member.ID != old_id and not resp.member.isLearner
         start_joining(kv3, m3, [m1, m2, m3])
         wait_until(lambda: ids_by_name(m3).get("m3") == resp.member.ID, 60, "m3 rejoined and published")
-        time.sleep(1.0)  # let the writers run across the rejoin
+        rejoined = sum(len(w.acked) for w in writers)  # the writers keep going across the rejoin
+        wait_until(lambda: sum(len(w.acked) for w in writers) >= rejoined + 20, 30,
+                   "writes acknowledged after m3 rejoined")
     finally:
         for w in writers:
             w.stop()
