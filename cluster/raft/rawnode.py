@@ -66,8 +66,9 @@ class Ready:
       unchanged): persist them; when ``must_sync`` is true, fsync before going further.
     - ``messages_after_persist``: send only after the above is durable; they acknowledge it
       (append responses, votes).
-    - ``committed_entries``: apply in order, after persisting (they may include entries of
-      this very Ready). ``snapshot``, if any, is restored into the state machine first.
+    - ``committed_entries``: apply in order. Those this node has not yet persisted (entries of
+      this very Ready, on a follower) only after persisting; those already durable here may be
+      applied while this Ready is persisted. ``snapshot``, if any, is restored first.
     - ``read_states``: serve each read once the state machine applied ``index``.
     - ``soft_state``: leader/role changes (``None`` if unchanged), for information.
 

@@ -8,14 +8,18 @@ Tasks (all on the member's event loop; blocking I/O on the driver's `wal` worker
   round unless one is in flight (`ReadIndexBatcher.issue_pending`: the readers that arrived
   while the previous Ready was handled share it); for each Ready, in this order (Raft thesis
   §10.2.1, and the durability contract in cluster/raft/rawnode.py):
-    1. send `messages` (the leader's appends and heartbeats go out in parallel with its fsync);
-    2. append `entries` + `hard_state` to the WAL, fsync once if `must_sync` (worker thread; the
-       loop keeps accepting proposals meanwhile: they all land in the next Ready, one fsync);
-    3. mirror them into the in-memory Raft storage (only now are they durable);
-    4. send `messages_after_persist` (acknowledgements of what is now durable);
-    5. hand `committed_entries` to the **applier** queue (conf changes take effect in the core
-       at once) and feed `read_states` to the `ReadIndexBatcher`;
-    6. `advance()`.
+    1. hand the `committed_entries` this member's WAL already holds durably to the **applier**
+       queue (on the leader all of them, so their apply overlaps this Ready's fsync; conf
+       changes take effect in the core at once);
+    2. send `messages` (the leader's appends and heartbeats go out in parallel with its fsync);
+    3. append `entries` + `hard_state` to the WAL, fsync once if `must_sync` (worker thread; the
+       loop keeps accepting proposals meanwhile: they all land in the next Ready, one fsync).
+       A Ready that only moves the commit index is written without waiting for it;
+    4. mirror them into the in-memory Raft storage (only now are they durable);
+    5. send `messages_after_persist` (acknowledgements of what is now durable);
+    6. hand the rest of `committed_entries` (a follower's, that came in this very Ready) to the
+       applier, and feed `read_states` to the `ReadIndexBatcher`;
+    7. `advance()`.
 - **applier**: hands committed batches to the apply callback in index order, one call at a time
   (apply of batch N overlaps the fsync of batch N+1), then releases readers waiting for applied
   >= their read index.
@@ -72,6 +76,7 @@ from cluster.raft import (
     SnapshotMetadata,
 )
 from cluster.raft import Entry as RaftEntry
+from cluster.raft.errors import RaftError
 from cluster.raft.codec import decode_conf_change
 from cluster.server import errors as server_errors
 from cluster.server.seam import ApplyCallback, Entry, StoreImage
@@ -443,8 +448,14 @@ class RaftDriver:
             if not os.path.exists(image_path):  # never write a marker we could not restore
                 raise RuntimeError(f"snapshot {snap.metadata.index} to install, but no store "
                                    f"image at {image_path}")
+        committed = rd.committed_entries
+        early = self._durable_prefix(committed) if snap is None else 0
+        if early:
+            self._hand_out(committed[:early] if early < len(committed) else committed)
         self._network.send(rd.messages)
-        if rd.entries or rd.hard_state is not None or snap is not None:
+        if not rd.entries and snap is None and not rd.must_sync and rd.hard_state is not None:
+            self._save_commit_in_background(rd.hard_state)
+        elif rd.entries or rd.hard_state is not None or snap is not None:
             loop = asyncio.get_running_loop()
             if snap is None:
                 seconds = await loop.run_in_executor(
@@ -462,10 +473,38 @@ class RaftDriver:
         self._network.send(rd.messages_after_persist)
         if snap is not None:
             await self._install_image(snap, image_path)
-        if rd.committed_entries:
-            self._hand_out(rd.committed_entries)
+        if early < len(committed):
+            self._hand_out(committed[early:] if early else committed)
         for rs in rd.read_states:
             self._reads.on_read_state(rs.ctx, rs.index)
+
+    def _durable_prefix(self, committed: list[RaftEntry]) -> int:
+        """How many of `committed` (consecutive indexes) this member's WAL already holds durably:
+        those up to the last index of the Raft storage (which mirrors only what is durable) whose
+        term matches there (same index and term: the same entry, with the same log before it).
+        On the leader that is all of them; on a follower, not those arriving in this very Ready."""
+        if not committed:
+            return 0
+        n = min(len(committed), self._storage.last_index() - committed[0].index + 1)
+        if n <= 0:
+            return 0
+        last = committed[n - 1]
+        try:
+            return n if self._storage.term(last.index) == last.term else 0
+        except RaftError:  # compacted or unavailable: leave it to the ordinary path
+            return 0
+
+    def _save_commit_in_background(self, hard_state: HardState) -> None:
+        """A Ready whose only durable state is a new commit index: nothing waits for it (it is
+        not synced, and a lost commit index is recovered at start from the store's applied
+        index), so the loop goes on while the `wal` thread writes it, in order with later saves."""
+        fut = asyncio.get_running_loop().run_in_executor(self._io, self._wal.save, hard_state, [], False)
+        fut.add_done_callback(self._check_background_save)
+        self._storage.set_hard_state(hard_state)
+
+    def _check_background_save(self, fut: asyncio.Future) -> None:
+        if not fut.cancelled() and fut.exception() is not None and not self._stopped:
+            self._fail(fut.exception(), "raft WAL write failed")
 
     def _hand_out(self, committed: list[RaftEntry]) -> None:
         """Queue committed entries for the apply callback; make conf changes effective now."""

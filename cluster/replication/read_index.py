@@ -12,15 +12,21 @@ Contract (event loop only):
   loop handles a Ready, shares the next round: on the leader and on followers alike (a
   follower's request is forwarded to the leader by the core, batched the same way).
 - Refill gathering: a pending round waits (only while none is in flight) until it holds
-  `REFILL_SHARE` of the readers of the round issued before it, or until its gather window has
-  passed, whichever comes first. Under load, the readers a round releases come back with their
-  next read, so rounds grow to most of the concurrent readers instead of the few that arrive
-  during one round trip, and each round confirms more reads for the same quorum traffic (fewer
-  rounds: less CPU per read). A lone reader (the last round had one) never waits. The window
+  `REFILL_SHARE` of the concurrent readers, or until its gather window has passed, whichever
+  comes first. The concurrent readers are estimated as the most readers seen waiting at once
+  (pending and in flight together) during the last `PEAK_ROUNDS` rounds: under load, the readers
+  a round releases come back with their next read, so rounds grow to most of the concurrent
+  readers instead of the few that arrive during one round trip (or the two cohorts that
+  alternate when each round takes those that arrived while the other was in flight), and each
+  round confirms more reads for the same quorum traffic (fewer rounds: less CPU per read). A
+  lone reader (one at a time in the last rounds) never waits. The window
   is `ROUNDS_TO_WINDOW` times the recent round duration (issue to answer), within
   [`MIN_GATHER_WINDOW`, `MAX_GATHER_WINDOW`]: rounds take long when the members are CPU-bound,
   and then readers are served no sooner for issuing rounds sooner (by Little's law their latency
   is concurrency / throughput), while on an idle member a round, and so the window, is short.
+  Several round durations, because a CPU-bound member serves the readers a round releases one
+  after another, and they come back spread over that time (100 readers on 3 members: 2 rounds'
+  time gave 14 reads per round, 4 gave 21, 6 gave 24, at the same throughput; docs/cluster.md).
   When the target is reached the loop is woken at once; otherwise a timer wakes it when the
   window ends.
 - The driver calls `on_read_state(ctx, index)` for each `ReadState` of a Ready. The in-flight round
@@ -41,6 +47,7 @@ import itertools
 import math
 import struct
 import time
+from collections import deque
 from typing import Callable
 
 from cluster.raft import RequestDropped
@@ -49,10 +56,11 @@ from cluster.server import errors as server_errors
 from .errors import NO_LEADER
 
 _CTX = struct.Struct(">QQ")
-REFILL_SHARE = 0.9  # of the previous round's readers, which a pending round waits for
+REFILL_SHARE = 0.9  # of the concurrent readers, which a pending round waits for
+PEAK_ROUNDS = 4  # rounds over which the most readers waiting at once estimate the concurrency
 MIN_GATHER_WINDOW = 0.001  # seconds a pending round may wait for them, at least
 MAX_GATHER_WINDOW = 0.05  # ... and at most
-ROUNDS_TO_WINDOW = 2.0  # gather window = this × the recent round duration, within those bounds
+ROUNDS_TO_WINDOW = 6.0  # gather window = this × the recent round duration, within those bounds
 _SMOOTHING = 0.3  # weight of a new round duration in the moving average
 
 
@@ -85,7 +93,9 @@ class ReadIndexBatcher:
         self._timeout = timeout
         self._max_gather_window = max_gather_window
         self._round_seconds = 0.0  # moving average of round durations (issue to answer)
-        self._refill_target = 1  # readers a pending round waits for (REFILL_SHARE of the last round)
+        self._refill_target = 1  # readers a pending round waits for (module docstring)
+        self._waiting_peak = 0  # most readers waiting at once since the last round was issued
+        self._peaks: deque[int] = deque(maxlen=PEAK_ROUNDS)  # ... for the last rounds
         self._count_round = count_round
         self._count_reads = count_reads
         self._seq = itertools.count(1)
@@ -98,6 +108,9 @@ class ReadIndexBatcher:
         if rnd is None:
             rnd = self._pending = _Round(asyncio.get_running_loop())
         rnd.readers += 1
+        waiting = rnd.readers + (self._in_flight.readers if self._in_flight is not None else 0)
+        if waiting > self._waiting_peak:
+            self._waiting_peak = waiting
         if rnd.readers == 1 or (rnd.readers == self._refill_target and self._in_flight is None):
             self._wake()
         return await asyncio.shield(rnd.future)
@@ -135,6 +148,8 @@ class ReadIndexBatcher:
         rounds = (self._in_flight, self._pending)
         self._pending = None
         self._refill_target = 1
+        self._waiting_peak = 0
+        self._peaks.clear()
         for rnd in rounds:
             if rnd is not None:
                 self._finish(rnd, 0, exc)
@@ -149,7 +164,9 @@ class ReadIndexBatcher:
             rnd.timer.cancel()
             rnd.timer = None
         self._in_flight = rnd
-        self._refill_target = max(1, math.ceil(REFILL_SHARE * rnd.readers))
+        self._peaks.append(self._waiting_peak)
+        self._waiting_peak = rnd.readers
+        self._refill_target = max(1, math.ceil(REFILL_SHARE * max(self._peaks)))
         rnd.issued = asyncio.get_running_loop().time()
         rnd.deadline = time.monotonic() + self._timeout
         if self._count_reads is not None:

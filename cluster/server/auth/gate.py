@@ -146,13 +146,26 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, store: AuthStore, *, client_cert_auth: bool = False):
         self._store = store
         self._client_cert_auth = client_cert_auth
+        # full method name -> (handler as found, handler as wrapped): the wrapper is made once
+        # per handler, so an interceptor outside this one (metrics) sees the same object each call
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith("/etcdserverpb."):
+        method = handler_call_details.method
+        if handler is None or not method.startswith("/etcdserverpb."):
             return handler  # reflection and the like: no identity needed
-        admin = handler_call_details.method in ADMIN_METHODS
-        maintenance = handler_call_details.method.startswith("/etcdserverpb.Maintenance/")
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        """`handler` run with the caller's RequestAuth set (and root checked for admin RPCs)."""
+        admin = method in ADMIN_METHODS
+        maintenance = method.startswith("/etcdserverpb.Maintenance/")
         store, cert = self._store, self._client_cert_auth
 
         def enter(context) -> None:

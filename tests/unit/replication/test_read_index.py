@@ -8,7 +8,7 @@ import pytest
 
 from cluster.raft import RequestDropped
 from cluster.replication.errors import LEADER_CHANGED, NO_LEADER
-from cluster.replication.read_index import MIN_GATHER_WINDOW, ReadIndexBatcher
+from cluster.replication.read_index import MIN_GATHER_WINDOW, PEAK_ROUNDS, ReadIndexBatcher
 from cluster.server import errors as server_errors
 
 
@@ -176,6 +176,13 @@ async def woken(core, wakes: int) -> None:
         await asyncio.sleep(0.001)
 
 
+async def join(batcher, readers: int) -> list[asyncio.Task]:
+    """`readers` readers wait for a read index (they have joined the pending round on return)."""
+    tasks = [asyncio.create_task(batcher.wait_read_index()) for _ in range(readers)]
+    await asyncio.sleep(0)
+    return tasks
+
+
 def saturate(batcher) -> None:
     """Rounds have been taking long (a busy cluster): the gather window grows to its maximum."""
     batcher._round_seconds = 10.0
@@ -202,7 +209,8 @@ def test_a_round_gathers_most_of_the_previous_rounds_readers_before_it_is_issued
         batcher, counts = make(core, max_gather_window=10.0)
         saturate(batcher)
         assert await one_round(batcher, core, readers=10, index=5) == [5] * 10
-        # They come back one by one: the round waits for 9 of the 10 (REFILL_SHARE).
+        # They come back one by one: the round waits for 9 of the 10 (REFILL_SHARE of the
+        # most readers waiting at once).
         again = [asyncio.create_task(batcher.wait_read_index()) for _ in range(8)]
         await asyncio.sleep(0)
         wakes = core.wakes
@@ -236,12 +244,52 @@ def test_a_gathering_round_goes_out_when_its_window_ends():
         assert len(core.ctxs) == 2
         batcher.on_read_state(core.ctxs[1], 7)
         assert await late == 7
-        # The last round had one reader: the next one is issued at once.
+        # One reader at a time from now on: once the last PEAK_ROUNDS rounds saw no more than
+        # one waiting, a lone reader's round is issued at once.
+        for i in range(PEAK_ROUNDS):
+            one = asyncio.create_task(batcher.wait_read_index())
+            await asyncio.sleep(0)
+            wakes = core.wakes
+            batcher.issue_pending()
+            await asyncio.wait_for(woken(core, wakes), 1.0)
+            batcher.issue_pending()
+            batcher.on_read_state(core.ctxs[-1], 8 + i)
+            assert await one == 8 + i
         lone = asyncio.create_task(batcher.wait_read_index())
         await asyncio.sleep(0)
+        rounds = len(core.ctxs)
+        batcher.issue_pending()
+        assert len(core.ctxs) == rounds + 1
+        batcher.on_read_state(core.ctxs[-1], 20)
+        assert await lone == 20
+
+    asyncio.run(main())
+
+
+def test_two_cohorts_of_readers_merge_into_one_round():
+    async def main():
+        core = ScriptedCore()
+        batcher, counts = make(core, max_gather_window=10.0)
+        saturate(batcher)
+        a = await join(batcher, 5)
+        batcher.issue_pending()  # cohort A in flight
+        b = await join(batcher, 5)  # cohort B waits meanwhile: 10 readers at once
+        batcher.on_read_state(core.ctxs[0], 1)
+        assert await asyncio.gather(*a) == [1] * 5
+        batcher.issue_pending()  # B goes out
+        assert len(core.ctxs) == 2
+        a = await join(batcher, 5)  # A is back
+        batcher.on_read_state(core.ctxs[1], 2)
+        assert await asyncio.gather(*b) == [2] * 5
+        batcher.issue_pending()
+        assert len(core.ctxs) == 2  # A alone is not 9 of the 10 concurrent readers: it waits
+        wakes = core.wakes
+        b = await join(batcher, 4)
+        assert core.wakes == wakes + 1  # the ninth reader wakes the loop
         batcher.issue_pending()
         assert len(core.ctxs) == 3
-        batcher.on_read_state(core.ctxs[2], 8)
-        assert await lone == 8
+        batcher.on_read_state(core.ctxs[2], 3)
+        assert await asyncio.gather(*a, *b) == [3] * 9
+        assert counts == {"rounds": 3, "reads": 19}
 
     asyncio.run(main())
