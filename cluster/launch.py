@@ -85,6 +85,7 @@ class ProcessGroup:
     def __init__(self, log_dir: str):
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen] = {}
+        self._replaced: list[subprocess.Popen] = []  # still running when their name was reused
         os.makedirs(log_dir, exist_ok=True)
 
     def start(self, name: str, argv: Sequence[str], env: dict | None = None) -> subprocess.Popen:
@@ -94,6 +95,9 @@ class ProcessGroup:
             start_new_session=True, env={**os.environ, **(env or {})},
         )
         log.close()
+        previous = self.procs.get(name)
+        if previous is not None and previous.poll() is None:
+            self._replaced.append(previous)  # another cluster with the same member names
         self.procs[name] = proc
         return proc
 
@@ -107,21 +111,30 @@ class ProcessGroup:
     def kill(self, name: str, sig: int = signal.SIGKILL, wait: float = 10.0) -> None:
         """Signal the process group of `name` and reap it (SIGKILL if it outlives `wait`)."""
         proc = self.procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=wait)
+        if proc is not None:
+            _kill_group(proc, sig, wait)
 
     def close(self) -> None:
         for name in list(self.procs):
             self.kill(name, signal.SIGKILL)
+        for proc in self._replaced:
+            _kill_group(proc, signal.SIGKILL, 10.0)
+        self._replaced = []
+
+
+def _kill_group(proc: subprocess.Popen, sig: int, wait: float) -> None:
+    """Signal `proc`'s process group and reap it (SIGKILL if it outlives `wait`)."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=wait)
 
 
 
