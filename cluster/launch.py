@@ -8,8 +8,8 @@ takes etcd's flags. Used at run time by `kvcluster local` and `kvbench compare`,
 from __future__ import annotations
 
 import os
-import signal
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +24,7 @@ KVPROXY = [sys.executable, "-m", "proxy.cli"]
 
 
 _handed_out: set[int] = set()
+_rng = random.Random()
 
 
 def _ephemeral_floor() -> int:
@@ -38,10 +39,9 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free when asked, below the kernel's ephemeral range: a
     port the OS picked (bind to 0) can be taken again by any outgoing connection before our
     server binds it, one below that range cannot. Never the same port twice in one process."""
-    rng = random.Random()
     ceiling = _ephemeral_floor()
     for _ in range(1000):
-        port = rng.randrange(max(1024, ceiling - 12000), ceiling)
+        port = _rng.randrange(max(1024, ceiling - 12000), ceiling)
         if port in _handed_out:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

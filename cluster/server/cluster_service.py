@@ -10,8 +10,9 @@ Who does what:
   comes with the answer; not a ReadIndex round, which would wait for a new leader when the
   leader just removed itself) and answers with its own header and its own member list. With no
   reachable leader (none elected, or it just removed itself or failed) the call waits for one,
-  up to the request timeout, then fails with "etcdserver: request timed out". etcd's followers propose themselves and check against their own
-  transport; checking on the leader uses the one view of peer liveness that matters.
+  up to the request timeout, then fails with "etcdserver: request timed out". etcd's followers
+  propose themselves and check against their own transport; checking on the leader uses the one
+  view of peer liveness that matters.
 - On the leader, changes run one at a time (a lock): first a read barrier (everything committed
   is applied, so the membership checked is current), then the strict checks (etcd's
   --strict-reconfig-check, always on), then the ConfChange proposal (Proposer), awaited until

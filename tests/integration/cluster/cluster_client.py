@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Iterator
 
 import grpc
 
 from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from cluster.launch import ClusterSpec, Member
-from tests.support.kvstack import KVCLUSTER
+from tests.support.kvstack import KVCLUSTER, start_kv_cluster
 from cluster.launch import ProcessGroup, port_open, wait_until
 
 
@@ -137,3 +138,14 @@ class FailoverWriter(threading.Thread):
         self.join(10)
         for ch in self.channels:
             ch.close()
+
+
+def running_view(procs, tmp_path, *flags: str) -> Iterator[ClusterView]:
+    """A 3-member kvcluster started with info logs and `flags`, as a ClusterView that is closed
+    when the fixture using it ends (the processes belong to `procs`)."""
+    spec = ClusterSpec.allocate(str(tmp_path), 3, extra_flags=["--log-level", "info", *flags])
+    view = ClusterView(procs, start_kv_cluster(procs, spec))
+    try:
+        yield view
+    finally:
+        view.close()

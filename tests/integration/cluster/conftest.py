@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.launch import ClusterSpec
-from tests.support.kvstack import start_kv_cluster
-
-from .cluster_client import ClusterView
+from .cluster_client import ClusterView, running_view
 
 SNAPSHOT_COUNT = 200
 SEGMENT_BYTES = 64 * 1024
@@ -17,22 +14,11 @@ SEGMENT_BYTES = 64 * 1024
 
 @pytest.fixture
 def kv3(procs, tmp_path) -> ClusterView:
-    spec = start_kv_cluster(procs, ClusterSpec.allocate(str(tmp_path), 3, extra_flags=["--log-level", "info"]))
-    view = ClusterView(procs, spec)
-    try:
-        yield view
-    finally:
-        view.close()
+    yield from running_view(procs, tmp_path)
 
 
 @pytest.fixture
 def small_snapshots(procs, tmp_path, monkeypatch) -> ClusterView:
     monkeypatch.setenv("KVCLUSTER_WAL_SEGMENT_BYTES", str(SEGMENT_BYTES))
-    spec = ClusterSpec.allocate(str(tmp_path), 3, extra_flags=[
-        "--log-level", "info", "--snapshot-count", str(SNAPSHOT_COUNT),
-        "--experimental-snapshot-catchup-entries", "100"])
-    view = ClusterView(procs, start_kv_cluster(procs, spec))
-    try:
-        yield view
-    finally:
-        view.close()
+    yield from running_view(procs, tmp_path, "--snapshot-count", str(SNAPSHOT_COUNT),
+                            "--experimental-snapshot-catchup-entries", "100")

@@ -10,11 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from cluster.launch import ClusterSpec, wait_until
+from cluster.launch import wait_until
 from protos.etcdserverpb import rpc_pb2
 from tests.support.kvstack import start_kv_cluster
 
-from .cluster_client import ClusterView
+from .cluster_client import ClusterView, running_view
 from .test_snapshot_catchup import metric
 
 QUOTA = 2 * 1024 * 1024
@@ -23,14 +23,8 @@ NOSPACE = "etcdserver: mvcc: database space exceeded"
 
 @pytest.fixture
 def quota3(procs, tmp_path) -> ClusterView:
-    spec = ClusterSpec.allocate(str(tmp_path), 3, extra_flags=[
-        "--log-level", "info", "--quota-backend-bytes", str(QUOTA), "--snapshot-count", "200",
-        "--experimental-snapshot-catchup-entries", "50"])
-    view = ClusterView(procs, start_kv_cluster(procs, spec))
-    try:
-        yield view
-    finally:
-        view.close()
+    yield from running_view(procs, tmp_path, "--quota-backend-bytes", str(QUOTA), "--snapshot-count", "200",
+                            "--experimental-snapshot-catchup-entries", "50")
 
 
 def alarms(view: ClusterView, name: str) -> list[tuple[int, int]]:

@@ -107,16 +107,6 @@ def hash_kv(m: Member, revision: int) -> int:
     return stub.HashKV(rpc_pb2.HashKVRequest(revision=revision), timeout=30).hash
 
 
-@pytest.fixture
-def kv3(procs, tmp_path):
-    spec = start_kv_cluster(procs, ClusterSpec.allocate(str(tmp_path), 3, extra_flags=["--log-level", "info"]))
-    view = ClusterView(procs, spec)
-    try:
-        yield view
-    finally:
-        view.close()
-
-
 def test_grow_to_five_shrink_to_three_and_replace_a_member_under_load(kv3, tmp_path):
     spec = kv3.spec
     m1, m2, m3 = spec.members

@@ -159,11 +159,17 @@ def test_a_cancelled_reader_does_not_cancel_its_round():
     asyncio.run(main())
 
 
+async def join(batcher, readers: int) -> list[asyncio.Task]:
+    """`readers` readers wait for a read index (they have joined the pending round on return)."""
+    tasks = [asyncio.create_task(batcher.wait_read_index()) for _ in range(readers)]
+    await asyncio.sleep(0)
+    return tasks
+
+
 async def one_round(batcher, core, *, readers: int, index: int, takes: float = 0.0) -> list[int]:
     """`readers` readers join, the loop issues their round, the core answers `index` after
     `takes` seconds; returns what the readers got."""
-    tasks = [asyncio.create_task(batcher.wait_read_index()) for _ in range(readers)]
-    await asyncio.sleep(0)
+    tasks = await join(batcher, readers)
     batcher.issue_pending()
     if takes:
         await asyncio.sleep(takes)
@@ -174,13 +180,6 @@ async def one_round(batcher, core, *, readers: int, index: int, takes: float = 0
 async def woken(core, wakes: int) -> None:
     while core.wakes == wakes:
         await asyncio.sleep(0.001)
-
-
-async def join(batcher, readers: int) -> list[asyncio.Task]:
-    """`readers` readers wait for a read index (they have joined the pending round on return)."""
-    tasks = [asyncio.create_task(batcher.wait_read_index()) for _ in range(readers)]
-    await asyncio.sleep(0)
-    return tasks
 
 
 def saturate(batcher) -> None:
@@ -211,13 +210,11 @@ def test_a_round_gathers_most_of_the_previous_rounds_readers_before_it_is_issued
         assert await one_round(batcher, core, readers=10, index=5) == [5] * 10
         # They come back one by one: the round waits for 9 of the 10 (REFILL_SHARE of the
         # most readers waiting at once).
-        again = [asyncio.create_task(batcher.wait_read_index()) for _ in range(8)]
-        await asyncio.sleep(0)
+        again = await join(batcher, 8)
         wakes = core.wakes
         batcher.issue_pending()
         assert len(core.ctxs) == 1
-        again.append(asyncio.create_task(batcher.wait_read_index()))
-        await asyncio.sleep(0)
+        again += await join(batcher, 1)
         assert core.wakes == wakes + 1  # the ninth wakes the loop
         batcher.issue_pending()
         assert len(core.ctxs) == 2
@@ -234,8 +231,7 @@ def test_a_gathering_round_goes_out_when_its_window_ends():
         batcher, counts = make(core, max_gather_window=0.02)
         saturate(batcher)
         await one_round(batcher, core, readers=10, index=5)
-        late = asyncio.create_task(batcher.wait_read_index())
-        await asyncio.sleep(0)
+        (late,) = await join(batcher, 1)
         batcher.issue_pending()
         wakes = core.wakes
         assert len(core.ctxs) == 1
@@ -247,16 +243,14 @@ def test_a_gathering_round_goes_out_when_its_window_ends():
         # One reader at a time from now on: once the last PEAK_ROUNDS rounds saw no more than
         # one waiting, a lone reader's round is issued at once.
         for i in range(PEAK_ROUNDS):
-            one = asyncio.create_task(batcher.wait_read_index())
-            await asyncio.sleep(0)
+            (one,) = await join(batcher, 1)
             wakes = core.wakes
             batcher.issue_pending()
             await asyncio.wait_for(woken(core, wakes), 1.0)
             batcher.issue_pending()
             batcher.on_read_state(core.ctxs[-1], 8 + i)
             assert await one == 8 + i
-        lone = asyncio.create_task(batcher.wait_read_index())
-        await asyncio.sleep(0)
+        (lone,) = await join(batcher, 1)
         rounds = len(core.ctxs)
         batcher.issue_pending()
         assert len(core.ctxs) == rounds + 1
