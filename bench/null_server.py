@@ -12,9 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-import grpc
+from cluster import grpc_runtime
 
-from protos.etcdserverpb import rpc_pb2
+grpc_runtime.configure()  # the same gRPC I/O as a member's, before grpc is imported
+
+import grpc  # noqa: E402
+
+from protos.etcdserverpb import rpc_pb2  # noqa: E402
 
 # One response for every method: a ResponseHeader-only message parses as any etcd response type
 # (they all carry the header as field 1), so clients and h2load see a well-formed reply.

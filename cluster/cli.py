@@ -19,11 +19,15 @@ import time
 
 import uvloop
 
-from cluster.server.auth.tokens import build_token_provider
-from cluster.server.compactor import parse_duration
-from cluster.server.gc_policy import settle_after_start
-from cluster.server.member import Member, MemberConfig, host_port
-from cluster.tls import TLSInfo, check_urls, is_tls_url, self_signed
+from cluster import grpc_runtime
+
+grpc_runtime.configure()  # before anything below imports grpc
+
+from cluster.server.auth.tokens import build_token_provider  # noqa: E402
+from cluster.server.compactor import parse_duration  # noqa: E402
+from cluster.server.gc_policy import settle_after_start  # noqa: E402
+from cluster.server.member import Member, MemberConfig, host_port  # noqa: E402
+from cluster.tls import TLSInfo, check_urls, is_tls_url, self_signed  # noqa: E402
 
 
 class JsonLineFormatter(logging.Formatter):

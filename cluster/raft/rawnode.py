@@ -63,7 +63,9 @@ class Ready:
     - ``messages``: send right away, even before persisting (leader appends, heartbeats, vote
       requests, forwarded requests). Losing the node's unsynced state cannot make them lie.
     - ``snapshot`` (leader's snapshot to install), ``entries`` and ``hard_state`` (``None`` if
-      unchanged): persist them; when ``must_sync`` is true, fsync before going further.
+      unchanged): persist them; when ``must_sync`` is true, fsync before going further. When
+      it is false (only the commit index moved), writing is optional: Raft can re-learn the
+      commit index, so the driver may keep it in memory only.
     - ``messages_after_persist``: send only after the above is durable; they acknowledge it
       (append responses, votes).
     - ``committed_entries``: apply in order. Those this node has not yet persisted (entries of

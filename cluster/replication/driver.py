@@ -14,7 +14,7 @@ Tasks (all on the member's event loop; blocking I/O on the driver's `wal` worker
     2. send `messages` (the leader's appends and heartbeats go out in parallel with its fsync);
     3. append `entries` + `hard_state` to the WAL, fsync once if `must_sync` (worker thread; the
        loop keeps accepting proposals meanwhile: they all land in the next Ready, one fsync).
-       A Ready that only moves the commit index is written without waiting for it;
+       A Ready that only moves the commit index is not written at all (see `_handle_ready`);
     4. mirror them into the in-memory Raft storage (only now are they durable);
     5. send `messages_after_persist` (acknowledgements of what is now durable);
     6. hand the rest of `committed_entries` (a follower's, that came in this very Ready) to the
@@ -454,7 +454,11 @@ class RaftDriver:
             self._hand_out(committed[:early] if early < len(committed) else committed)
         self._network.send(rd.messages)
         if not rd.entries and snap is None and not rd.must_sync and rd.hard_state is not None:
-            self._save_commit_in_background(rd.hard_state)
+            # Only the commit index moved. An unsynced write of it would guarantee nothing, and
+            # start() recovers the commit index from the store's applied index anyway; the next
+            # Ready with entries writes the HardState with it. Skipping the write spares the
+            # `wal` thread a wake-up per commit on every member.
+            self._storage.set_hard_state(rd.hard_state)
         elif rd.entries or rd.hard_state is not None or snap is not None:
             loop = asyncio.get_running_loop()
             if snap is None:
@@ -493,18 +497,6 @@ class RaftDriver:
             return n if self._storage.term(last.index) == last.term else 0
         except RaftError:  # compacted or unavailable: leave it to the ordinary path
             return 0
-
-    def _save_commit_in_background(self, hard_state: HardState) -> None:
-        """A Ready whose only durable state is a new commit index: nothing waits for it (it is
-        not synced, and a lost commit index is recovered at start from the store's applied
-        index), so the loop goes on while the `wal` thread writes it, in order with later saves."""
-        fut = asyncio.get_running_loop().run_in_executor(self._io, self._wal.save, hard_state, [], False)
-        fut.add_done_callback(self._check_background_save)
-        self._storage.set_hard_state(hard_state)
-
-    def _check_background_save(self, fut: asyncio.Future) -> None:
-        if not fut.cancelled() and fut.exception() is not None and not self._stopped:
-            self._fail(fut.exception(), "raft WAL write failed")
 
     def _hand_out(self, committed: list[RaftEntry]) -> None:
         """Queue committed entries for the apply callback; make conf changes effective now."""

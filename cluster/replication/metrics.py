@@ -35,6 +35,7 @@ class ReplicationMetrics:
         self.peer_received_bytes = Counter(
             "etcd_network_peer_received_bytes", "The total number of bytes received from peers.",
             ["From"], registry=r)
+        self._received_inc: dict[int, Callable[[float], None]] = {}
         self.peer_sent_failures = Counter(
             "etcd_network_peer_sent_failures", "The total number of send failures from peers.",
             ["To"], registry=r)
@@ -85,4 +86,8 @@ class ReplicationMetrics:
         self.peer_round_trip.labels(f"{peer_id:x}").observe(seconds)
 
     def count_received(self, peer_id: int, nbytes: int) -> None:
-        self.peer_received_bytes.labels(f"{peer_id:x}").inc(nbytes)
+        """Called for every inbound batch: each peer's child is looked up once."""
+        inc = self._received_inc.get(peer_id)
+        if inc is None:
+            inc = self._received_inc[peer_id] = self.peer_received_bytes.labels(f"{peer_id:x}").inc
+        inc(nbytes)

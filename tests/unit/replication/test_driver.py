@@ -134,8 +134,9 @@ def test_without_a_leader_proposals_and_reads_fail_with_no_leader(tmp_path):
 
 
 def test_a_lost_commit_index_update_is_recovered_from_the_store(tmp_path):
-    """The commit index is saved without fsync when it alone changes; after a power loss the
-    store may have applied past it. The entries are durable, so the member starts normally."""
+    """The commit index is not written when it alone changes (nor synced when written with
+    entries), so at start the store may have applied past the WAL's. The entries are durable, so
+    the member starts normally."""
     async def main():
         network = MemoryNetwork()
         single = make_driver(network, tmp_path, 1, [1])
