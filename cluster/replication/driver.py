@@ -11,7 +11,9 @@ Tasks (all on the member's event loop; blocking I/O on the driver's `wal` worker
     1. hand the `committed_entries` this member's WAL already holds durably to the **applier**
        queue (on the leader all of them, so their apply overlaps this Ready's fsync; conf
        changes take effect in the core at once);
-    2. send `messages` (the leader's appends and heartbeats go out in parallel with its fsync);
+    2. send `messages` (the leader's appends and heartbeats go out in parallel with its fsync),
+       except the leader's commit-only appends: those wait until the apply task has applied the
+       batch, unless the follower forwarded one of its proposals (`_send`);
     3. append `entries` + `hard_state` to the WAL, fsync once if `must_sync` (worker thread; the
        loop keeps accepting proposals meanwhile: they all land in the next Ready, one fsync).
        A Ready that only moves the commit index is not written at all (see `_handle_ready`);
@@ -69,6 +71,7 @@ from cluster.raft import (
     HardState,
     MemoryStorage,
     Message,
+    MessageType,
     RawNode,
     Ready,
     RequestDropped,
@@ -154,6 +157,8 @@ class RaftDriver:
             retry_after=max(0.5, 2 * election_ticks * tick_interval),
             timeout=request_timeout, count_round=count_read_round, count_reads=count_reads)
         self._to_apply: list[Entry] = []
+        self._commit_notices: list[Message] = []  # the leader's deferred commit-only appends
+        self._forwarded_upto: dict[int, int] = {}  # peer -> last index of a proposal it forwarded
         self._wake_applier = asyncio.Event()
         self._apply: ApplyCallback | None = None
         self._apply_floor = 0  # entries at or below it are already in the store
@@ -338,6 +343,8 @@ class RaftDriver:
         if self._stopped:
             return
         self._node.step(m)
+        if m.type == MessageType.MsgProp and self._lead == self.node_id:
+            self._forwarded_upto[m.frm] = self._node.raft.log.last_index()
         self._wake.set()
 
     def report_unreachable(self, peer_id: int) -> None:
@@ -452,7 +459,7 @@ class RaftDriver:
         early = self._durable_prefix(committed) if snap is None else 0
         if early:
             self._hand_out(committed[:early] if early < len(committed) else committed)
-        self._network.send(rd.messages)
+        self._send(rd.messages, defer_commit_notices=bool(committed))
         if not rd.entries and snap is None and not rd.must_sync and rd.hard_state is not None:
             # Only the commit index moved. An unsynced write of it would guarantee nothing, and
             # start() recovers the commit index from the store's applied index anyway; the next
@@ -474,7 +481,7 @@ class RaftDriver:
             self._storage.append(rd.entries)
             if rd.hard_state is not None:
                 self._storage.set_hard_state(rd.hard_state)
-        self._network.send(rd.messages_after_persist)
+        self._send(rd.messages_after_persist)
         if snap is not None:
             await self._install_image(snap, image_path)
         if early < len(committed):
@@ -497,6 +504,39 @@ class RaftDriver:
             return n if self._storage.term(last.index) == last.term else 0
         except RaftError:  # compacted or unavailable: leave it to the ordinary path
             return 0
+
+    def _send(self, messages: list[Message], defer_commit_notices: bool = False) -> None:
+        """Send a Ready's messages. With `defer_commit_notices` (the Ready commits entries) a
+        leader with a batch queued for its apply task holds back the appends that only tell a
+        follower the new commit index, until that batch is applied (`_send_commit_notices`).
+        Sent now, their grpc writes (inline, holding the GIL) and the followers' own applies
+        would compete with this apply for the GIL and the 2 cores, and the client's answer waits
+        for this apply, not theirs. A follower that forwarded a proposal committed here is told
+        at once: its client waits for its own apply. A held notice goes out before any later
+        message to its peer but a heartbeat (which carries the commit index itself), so each
+        peer still receives its appends in order."""
+        held = self._commit_notices
+        if defer_commit_notices and self._to_apply and self._lead == self.node_id:
+            first = self._to_apply[0].index
+            now: list[Message] = []
+            for m in messages:
+                if (m.type == MessageType.MsgApp and not m.entries
+                        and self._forwarded_upto.get(m.to, 0) < first):
+                    held.append(m)
+                else:
+                    now.append(m)
+            messages = now
+        if held and messages:
+            peers = {m.to for m in messages if m.type != MessageType.MsgHeartbeat}
+            if any(m.to in peers for m in held):
+                messages = [m for m in held if m.to in peers] + messages
+                self._commit_notices = [m for m in held if m.to not in peers]
+        self._network.send(messages)
+
+    def _send_commit_notices(self) -> None:
+        if self._commit_notices:
+            held, self._commit_notices = self._commit_notices, []
+            self._network.send(held)
 
     def _hand_out(self, committed: list[RaftEntry]) -> None:
         """Queue committed entries for the apply callback; make conf changes effective now."""
@@ -541,6 +581,7 @@ class RaftDriver:
                         await self._apply(batch)
                         self._applied = batch[-1].index
                     self._release_applied_waiters()
+                self._send_commit_notices()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # an entry that cannot be applied: stop, as etcd panics

@@ -14,17 +14,21 @@ CLUSTER_ID = 0xC1
 
 class MemoryNetwork:
     """Delivers messages between started drivers on the next loop iteration; `cut(a, b)`
-    drops traffic between two members in both directions (reported as unreachable)."""
+    drops traffic between two members in both directions (reported as unreachable). Set `sent`
+    to a list to record what is sent."""
 
     def __init__(self):
         self.drivers: dict[int, RaftDriver] = {}
         self.cuts: set[frozenset[int]] = set()
+        self.sent: list | None = None  # a list: every message sent is appended, in send order
 
     def endpoint(self, node_id: int) -> "MemoryEndpoint":
         return MemoryEndpoint(self, node_id)
 
     def deliver(self, frm: int, messages) -> None:
         loop = asyncio.get_running_loop()
+        if self.sent is not None:
+            self.sent.extend(messages)
         for m in messages:
             target = self.drivers.get(m.to)
             if frozenset((frm, m.to)) in self.cuts or target is None:

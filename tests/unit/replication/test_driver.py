@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from cluster.raft import HardState
+from cluster.raft import HardState, MessageType
 from cluster.replication.errors import NO_LEADER
 from cluster.replication.raft_wal import MemberWAL
 
@@ -161,5 +161,90 @@ def test_a_lost_commit_index_update_is_recovered_from_the_store(tmp_path):
         restarted.propose(b"after")
         await until(lambda: replay.data() == [b"after"], what="new entry applied, nothing twice")
         await restarted.stop()
+
+    asyncio.run(main())
+
+
+class GatedLog(AppliedLog):
+    """An AppliedLog whose applies wait while `gate` is clear; `sent_before_apply[index]` is how
+    many messages the network had sent when the entry at `index` was applied."""
+
+    def __init__(self, network: MemoryNetwork):
+        super().__init__()
+        self.network = network
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.sent_before_apply: dict[int, int] = {}
+
+    async def __call__(self, entries) -> None:
+        await self.gate.wait()
+        for e in entries:
+            self.sent_before_apply[e.index] = len(self.network.sent or ())
+        await super().__call__(entries)
+
+
+def commit_notices(sent, frm: int, to: int, index: int) -> list[int]:
+    """Positions in `sent` of the appends from `frm` to `to` that carry no entries, only a commit
+    index of at least `index`."""
+    return [k for k, m in enumerate(sent) if m.type == MessageType.MsgApp and m.frm == frm
+            and m.to == to and not m.entries and m.commit >= index]
+
+
+async def gated_cluster(tmp_path):
+    """Three drivers with GatedLogs; the leader's apply gate is closed and sends are recorded."""
+    network = MemoryNetwork()
+    logs = {i: GatedLog(network) for i in VOTERS}
+    drivers = {i: make_driver(network, tmp_path, i, VOTERS) for i in VOTERS}
+    await asyncio.gather(*(drivers[i].start(logs[i], 0) for i in VOTERS))
+    await until(lambda: len({d.leader_id for d in drivers.values()}) == 1
+                and drivers[1].leader_id != 0, what="one leader")
+    leader = drivers[1].leader_id
+    await until(lambda: all(d.applied_index == drivers[leader].committed_index
+                            for d in drivers.values()), what="everyone applied the leader's entry")
+    logs[leader].gate.clear()
+    network.sent = []
+    return network, drivers, logs, leader
+
+
+def test_a_leader_sends_commit_only_appends_after_applying_the_entries(tmp_path):
+    """The answer to the client waits for the leader's apply; telling the followers to apply
+    first would make them compete with it for the GIL and the cores."""
+    async def main():
+        network, drivers, logs, leader = await gated_cluster(tmp_path)
+        drivers[leader].propose(b"x")
+        index = drivers[leader].committed_index + 1
+        await until(lambda: drivers[leader].committed_index >= index, what="x committed")
+        await asyncio.sleep(0.05)  # heartbeats and acks go around meanwhile; no commit notice
+        followers = [i for i in VOTERS if i != leader]
+        assert not any(commit_notices(network.sent, leader, f, index) for f in followers)
+        logs[leader].gate.set()
+        await until(lambda: all(commit_notices(network.sent, leader, f, index) for f in followers),
+                    what="commit notices sent once applied")
+        applied_at = logs[leader].sent_before_apply[index]
+        for f in followers:
+            assert min(commit_notices(network.sent, leader, f, index)) >= applied_at
+        await until(lambda: all(b"x" in logs[i].data() for i in VOTERS), what="x applied everywhere")
+        for d in drivers.values():
+            await d.stop()
+
+    asyncio.run(main())
+
+
+def test_a_follower_that_forwarded_a_proposal_hears_of_its_commit_at_once(tmp_path):
+    """Its client waits for the follower's own apply: the notice is not held for the leader's."""
+    async def main():
+        network, drivers, logs, leader = await gated_cluster(tmp_path)
+        proposer, other = [i for i in VOTERS if i != leader]
+        drivers[proposer].propose(b"y")
+        await until(lambda: b"y" in logs[proposer].data(), what="y applied on its proposer")
+        index = next(i for i, d in logs[proposer].entries if d == b"y")
+        assert b"y" not in logs[leader].data()  # the leader's apply is still held
+        assert commit_notices(network.sent, leader, proposer, index)
+        assert not commit_notices(network.sent, leader, other, index)
+        logs[leader].gate.set()
+        await until(lambda: commit_notices(network.sent, leader, other, index),
+                    what="the other follower told once the leader applied y")
+        for d in drivers.values():
+            await d.stop()
 
     asyncio.run(main())
