@@ -12,8 +12,9 @@ Tasks (all on the member's event loop; blocking I/O on the driver's `wal` worker
        queue (on the leader all of them, so their apply overlaps this Ready's fsync; conf
        changes take effect in the core at once);
     2. send `messages` (the leader's appends and heartbeats go out in parallel with its fsync),
-       except the leader's commit-only appends: those wait until the apply task has applied the
-       batch, unless the follower forwarded one of its proposals (`_send`);
+       except the leader's commit-only appends: those wait up to `commit_notice_delay` for a
+       later append to carry the commit index instead, unless the follower forwarded one of
+       the committed proposals (`_send`);
     3. append `entries` + `hard_state` to the WAL, fsync once if `must_sync` (worker thread; the
        loop keeps accepting proposals meanwhile: they all land in the next Ready, one fsync).
        A Ready that only moves the commit index is not written at all (see `_handle_ready`);
@@ -92,6 +93,7 @@ log = logging.getLogger(__name__)
 _REPLAY_CHUNK = 512  # entries per apply call while catching up
 DEFAULT_SNAPSHOT_COUNT = 100_000  # etcd's --snapshot-count default
 CATCH_UP_ENTRIES = 5000  # etcd's SnapshotCatchUpEntries: entries kept behind a compaction
+COMMIT_NOTICE_DELAY = 0.005  # longest a leader holds a commit-only append (see `_send`)
 
 
 class RaftWAL(Protocol):
@@ -133,7 +135,8 @@ class RaftDriver:
                  rng: random.Random | None = None,
                  image: StoreImage | None = None,
                  snapshot_count: int = DEFAULT_SNAPSHOT_COUNT,
-                 catch_up_entries: int = CATCH_UP_ENTRIES):
+                 catch_up_entries: int = CATCH_UP_ENTRIES,
+                 commit_notice_delay: float = COMMIT_NOTICE_DELAY):
         """`voters`: the founding members' ids (used only to bootstrap an empty log).
         `election_ticks`: election timeout in ticks (etcd: election-timeout / heartbeat-interval);
         the heartbeat is one tick. Callbacks run on the loop. `image`: the store as snapshots
@@ -157,7 +160,9 @@ class RaftDriver:
             retry_after=max(0.5, 2 * election_ticks * tick_interval),
             timeout=request_timeout, count_round=count_read_round, count_reads=count_reads)
         self._to_apply: list[Entry] = []
-        self._commit_notices: list[Message] = []  # the leader's deferred commit-only appends
+        self._commit_notices: dict[int, Message] = {}  # peer -> held commit-only append
+        self._notice_timer: asyncio.TimerHandle | None = None
+        self._commit_notice_delay = commit_notice_delay
         self._forwarded_upto: dict[int, int] = {}  # peer -> last index of a proposal it forwarded
         self._wake_applier = asyncio.Event()
         self._apply: ApplyCallback | None = None
@@ -257,6 +262,9 @@ class RaftDriver:
             await self._hand_over_leadership()
         self._stopped = True
         self._reads.fail_all(server_errors.STOPPED)
+        if self._notice_timer is not None:
+            self._notice_timer.cancel()
+            self._notice_timer = None
         await self._network.stop()
         for t in self._tasks:
             t.cancel()
@@ -459,7 +467,7 @@ class RaftDriver:
         early = self._durable_prefix(committed) if snap is None else 0
         if early:
             self._hand_out(committed[:early] if early < len(committed) else committed)
-        self._send(rd.messages, defer_commit_notices=bool(committed))
+        self._send(rd.messages, committed)
         if not rd.entries and snap is None and not rd.must_sync and rd.hard_state is not None:
             # Only the commit index moved. An unsynced write of it would guarantee nothing, and
             # start() recovers the commit index from the store's applied index anyway; the next
@@ -505,38 +513,41 @@ class RaftDriver:
         except RaftError:  # compacted or unavailable: leave it to the ordinary path
             return 0
 
-    def _send(self, messages: list[Message], defer_commit_notices: bool = False) -> None:
-        """Send a Ready's messages. With `defer_commit_notices` (the Ready commits entries) a
-        leader with a batch queued for its apply task holds back the appends that only tell a
-        follower the new commit index, until that batch is applied (`_send_commit_notices`).
-        Sent now, their grpc writes (inline, holding the GIL) and the followers' own applies
-        would compete with this apply for the GIL and the 2 cores, and the client's answer waits
-        for this apply, not theirs. A follower that forwarded a proposal committed here is told
-        at once: its client waits for its own apply. A held notice goes out before any later
-        message to its peer but a heartbeat (which carries the commit index itself), so each
-        peer still receives its appends in order."""
+    def _send(self, messages: list[Message], committed: list[RaftEntry] = ()) -> None:
+        """Send a Ready's messages. On the leader, when the Ready commits entries (`committed`),
+        an append that only tells a follower the new commit index is held back for up to
+        `commit_notice_delay` and dropped if a later append to that follower goes out first
+        (every append carries the current commit index). One-client writes would otherwise cost
+        each follower a second append and its ack per write, and the notices' writes (inline,
+        holding the GIL) and the followers' applies would compete with the leader's apply and
+        answer for the 2 cores. A follower that forwarded a proposal in this batch is told at
+        once: its client waits for its own apply. A held notice goes out before any other later
+        message to its follower but a heartbeat (which carries the commit index itself)."""
         held = self._commit_notices
-        if defer_commit_notices and self._to_apply and self._lead == self.node_id:
-            first = self._to_apply[0].index
-            now: list[Message] = []
-            for m in messages:
-                if (m.type == MessageType.MsgApp and not m.entries
-                        and self._forwarded_upto.get(m.to, 0) < first):
-                    held.append(m)
-                else:
-                    now.append(m)
-            messages = now
-        if held and messages:
-            peers = {m.to for m in messages if m.type != MessageType.MsgHeartbeat}
-            if any(m.to in peers for m in held):
-                messages = [m for m in held if m.to in peers] + messages
-                self._commit_notices = [m for m in held if m.to not in peers]
-        self._network.send(messages)
+        defer = bool(committed) and self._lead == self.node_id
+        first = committed[0].index if defer else 0
+        out: list[Message] = []
+        for m in messages:
+            if m.type == MessageType.MsgApp and not m.entries:
+                if defer and self._forwarded_upto.get(m.to, 0) < first:
+                    held[m.to] = m  # the newest notice supersedes an older one
+                    continue
+            if m.to in held and m.type != MessageType.MsgHeartbeat:
+                notice = held.pop(m.to)
+                if m.type != MessageType.MsgApp:
+                    out.append(notice)
+            out.append(m)
+        self._network.send(out)
+        if held and self._notice_timer is None:
+            self._notice_timer = asyncio.get_running_loop().call_later(
+                self._commit_notice_delay, self._send_commit_notices)
 
     def _send_commit_notices(self) -> None:
-        if self._commit_notices:
-            held, self._commit_notices = self._commit_notices, []
-            self._network.send(held)
+        """The held commit notices are due (a loop timer)."""
+        self._notice_timer = None
+        held, self._commit_notices = self._commit_notices, {}
+        if held and self._lead == self.node_id and not self._stopped:
+            self._network.send(list(held.values()))
 
     def _hand_out(self, committed: list[RaftEntry]) -> None:
         """Queue committed entries for the apply callback; make conf changes effective now."""
@@ -581,7 +592,6 @@ class RaftDriver:
                         await self._apply(batch)
                         self._applied = batch[-1].index
                     self._release_applied_waiters()
-                self._send_commit_notices()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # an entry that cannot be applied: stop, as etcd panics

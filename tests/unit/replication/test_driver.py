@@ -165,24 +165,6 @@ def test_a_lost_commit_index_update_is_recovered_from_the_store(tmp_path):
     asyncio.run(main())
 
 
-class GatedLog(AppliedLog):
-    """An AppliedLog whose applies wait while `gate` is clear; `sent_before_apply[index]` is how
-    many messages the network had sent when the entry at `index` was applied."""
-
-    def __init__(self, network: MemoryNetwork):
-        super().__init__()
-        self.network = network
-        self.gate = asyncio.Event()
-        self.gate.set()
-        self.sent_before_apply: dict[int, int] = {}
-
-    async def __call__(self, entries) -> None:
-        await self.gate.wait()
-        for e in entries:
-            self.sent_before_apply[e.index] = len(self.network.sent or ())
-        await super().__call__(entries)
-
-
 def commit_notices(sent, frm: int, to: int, index: int) -> list[int]:
     """Positions in `sent` of the appends from `frm` to `to` that carry no entries, only a commit
     index of at least `index`."""
@@ -190,40 +172,57 @@ def commit_notices(sent, frm: int, to: int, index: int) -> list[int]:
             and m.to == to and not m.entries and m.commit >= index]
 
 
-async def gated_cluster(tmp_path):
-    """Three drivers with GatedLogs; the leader's apply gate is closed and sends are recorded."""
+async def recorded_cluster(tmp_path, commit_notice_delay: float):
+    """Three drivers that have all applied the leader's first entry; sends recorded from now."""
     network = MemoryNetwork()
-    logs = {i: GatedLog(network) for i in VOTERS}
-    drivers = {i: make_driver(network, tmp_path, i, VOTERS) for i in VOTERS}
-    await asyncio.gather(*(drivers[i].start(logs[i], 0) for i in VOTERS))
-    await until(lambda: len({d.leader_id for d in drivers.values()}) == 1
-                and drivers[1].leader_id != 0, what="one leader")
+    drivers, logs = await start_cluster(tmp_path, network, commit_notice_delay=commit_notice_delay)
     leader = drivers[1].leader_id
     await until(lambda: all(d.applied_index == drivers[leader].committed_index
                             for d in drivers.values()), what="everyone applied the leader's entry")
-    logs[leader].gate.clear()
     network.sent = []
     return network, drivers, logs, leader
 
 
-def test_a_leader_sends_commit_only_appends_after_applying_the_entries(tmp_path):
-    """The answer to the client waits for the leader's apply; telling the followers to apply
-    first would make them compete with it for the GIL and the cores."""
+def test_a_later_append_carries_the_commit_index_instead_of_a_commit_only_append(tmp_path):
+    """One-client writes: the next write's append tells the followers of the previous commit."""
     async def main():
-        network, drivers, logs, leader = await gated_cluster(tmp_path)
-        drivers[leader].propose(b"x")
-        index = drivers[leader].committed_index + 1
-        await until(lambda: drivers[leader].committed_index >= index, what="x committed")
-        await asyncio.sleep(0.05)  # heartbeats and acks go around meanwhile; no commit notice
+        network, drivers, logs, leader = await recorded_cluster(tmp_path, 0.3)
+        lead = drivers[leader]
+        lead.propose(b"x")
+        x = lead.committed_index + 1
+        await until(lambda: lead.committed_index >= x, what="x committed")
+        lead.propose(b"y")
+        y = x + 1
+        await until(lambda: lead.committed_index >= y, what="y committed")
         followers = [i for i in VOTERS if i != leader]
-        assert not any(commit_notices(network.sent, leader, f, index) for f in followers)
-        logs[leader].gate.set()
-        await until(lambda: all(commit_notices(network.sent, leader, f, index) for f in followers),
-                    what="commit notices sent once applied")
-        applied_at = logs[leader].sent_before_apply[index]
         for f in followers:
-            assert min(commit_notices(network.sent, leader, f, index)) >= applied_at
-        await until(lambda: all(b"x" in logs[i].data() for i in VOTERS), what="x applied everywhere")
+            carried = [m for m in network.sent if m.type == MessageType.MsgApp and m.to == f
+                       and m.entries and m.entries[0].index == y]
+            assert carried and carried[0].commit >= x
+        await until(lambda: all(commit_notices(network.sent, leader, f, y) for f in followers),
+                    what="y's commit notices sent after the delay")
+        for f in followers:  # x's notice was superseded by y's append, never sent
+            assert commit_notices(network.sent, leader, f, x) == commit_notices(network.sent, leader, f, y)
+        await until(lambda: all(logs[i].data() == [b"x", b"y"] for i in VOTERS), what="applied")
+        for d in drivers.values():
+            await d.stop()
+
+    asyncio.run(main())
+
+
+def test_a_commit_only_append_waits_for_the_delay(tmp_path):
+    async def main():
+        network, drivers, logs, leader = await recorded_cluster(tmp_path, 0.2)
+        lead = drivers[leader]
+        loop = asyncio.get_running_loop()
+        lead.propose(b"x")
+        x = lead.committed_index + 1
+        await until(lambda: lead.committed_index >= x, what="x committed")
+        committed_at = loop.time()
+        followers = [i for i in VOTERS if i != leader]
+        await until(lambda: all(commit_notices(network.sent, leader, f, x) for f in followers),
+                    what="the commit notices")
+        assert loop.time() - committed_at >= 0.15
         for d in drivers.values():
             await d.stop()
 
@@ -231,19 +230,15 @@ def test_a_leader_sends_commit_only_appends_after_applying_the_entries(tmp_path)
 
 
 def test_a_follower_that_forwarded_a_proposal_hears_of_its_commit_at_once(tmp_path):
-    """Its client waits for the follower's own apply: the notice is not held for the leader's."""
+    """Its client waits for the follower's own apply: its notice is not held."""
     async def main():
-        network, drivers, logs, leader = await gated_cluster(tmp_path)
+        network, drivers, logs, leader = await recorded_cluster(tmp_path, 30.0)
         proposer, other = [i for i in VOTERS if i != leader]
         drivers[proposer].propose(b"y")
         await until(lambda: b"y" in logs[proposer].data(), what="y applied on its proposer")
         index = next(i for i, d in logs[proposer].entries if d == b"y")
-        assert b"y" not in logs[leader].data()  # the leader's apply is still held
         assert commit_notices(network.sent, leader, proposer, index)
-        assert not commit_notices(network.sent, leader, other, index)
-        logs[leader].gate.set()
-        await until(lambda: commit_notices(network.sent, leader, other, index),
-                    what="the other follower told once the leader applied y")
+        assert not commit_notices(network.sent, leader, other, index)  # held for 30 s
         for d in drivers.values():
             await d.stop()
 
