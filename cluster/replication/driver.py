@@ -520,9 +520,10 @@ class RaftDriver:
         (every append carries the current commit index). One-client writes would otherwise cost
         each follower a second append and its ack per write, and the notices' writes (inline,
         holding the GIL) and the followers' applies would compete with the leader's apply and
-        answer for the 2 cores. A follower that forwarded a proposal in this batch is told at
-        once: its client waits for its own apply. A held notice goes out before any other later
-        message to its follower but a heartbeat (which carries the commit index itself)."""
+        answer for the 2 cores. A follower that forwarded a proposal at or past this batch's
+        first index is told at once: its client waits for its own apply. A held notice goes out
+        before any other later message to its follower but a heartbeat (which carries the commit
+        index itself)."""
         held = self._commit_notices
         defer = bool(committed) and self._lead == self.node_id
         first = committed[0].index if defer else 0

@@ -101,6 +101,8 @@ def test_nospace_reaches_every_member_and_a_follower_caught_up_by_snapshot(quota
     assert kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=b"fill/", range_end=b"fill0"), timeout=10).deleted > 0
     revision = kv.Range(rpc_pb2.RangeRequest(key=b"x"), timeout=10).header.revision
     kv.Compact(rpc_pb2.CompactionRequest(revision=revision, physical=True), timeout=30)
+    # physical=True waits for the serving member only; defragment each once it has compacted too
+    view.wait_converged(timeout=30)
     for c in view.clients.values():
         c.maintenance.Defragment(rpc_pb2.DefragmentRequest(), timeout=60)
     for member_id, alarm in raised:

@@ -15,12 +15,13 @@ CLUSTER_ID = 0xC1
 class MemoryNetwork:
     """Delivers messages between started drivers on the next loop iteration; `cut(a, b)`
     drops traffic between two members in both directions (reported as unreachable). Set `sent`
-    to a list to record what is sent."""
+    to a list to record what is sent; message types in `drop_types` are silently lost."""
 
     def __init__(self):
         self.drivers: dict[int, RaftDriver] = {}
         self.cuts: set[frozenset[int]] = set()
         self.sent: list | None = None  # a list: every message sent is appended, in send order
+        self.drop_types: set = set()  # message types lost on the way (not reported)
 
     def endpoint(self, node_id: int) -> "MemoryEndpoint":
         return MemoryEndpoint(self, node_id)
@@ -30,6 +31,8 @@ class MemoryNetwork:
         if self.sent is not None:
             self.sent.extend(messages)
         for m in messages:
+            if m.type in self.drop_types:
+                continue
             target = self.drivers.get(m.to)
             if frozenset((frm, m.to)) in self.cuts or target is None:
                 sender = self.drivers.get(frm)
