@@ -63,7 +63,11 @@ class Stack:
             argv[argv.index("--initial-cluster-state") + 1] = "existing"
         env = {**self.env, **self.member_env.get(m.name, {})}
         if self.kind == "etcd":
-            self.procs.start(self.pname(m), [*wrap, ETCD_BIN, *argv], env={"ETCD_UNSUPPORTED_ARCH": "", **env})
+            # --pre-vote as our members have it (etcd 3.5's default): without it a follower cut
+            # off by a fault keeps raising its term and deposes the leader when it comes back,
+            # an extra election that took etcd's recovery past RECOVERY_LIMIT (5.17 s, 10.3 s)
+            self.procs.start(self.pname(m), [*wrap, ETCD_BIN, *argv, "--pre-vote"],
+                             env={"ETCD_UNSUPPORTED_ARCH": "", **env})
         else:
             self.procs.start(self.pname(m), [*wrap, *KVCLUSTER, *argv], env={**PYTHON_BYTECODE_ENV, **env})
 
