@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import os
 
-ITERATIVE_IO = "-event_engine_client,-event_engine_listener"
+# iomgr endpoints, polled by the thread that drives the completion queue
+POLLER_ENDPOINTS = "-event_engine_client,-event_engine_listener"
 
 
 def configure() -> None:
     """Turn the EventEngine endpoints off for this process unless GRPC_EXPERIMENTS is set."""
-    os.environ.setdefault("GRPC_EXPERIMENTS", ITERATIVE_IO)
+    os.environ.setdefault("GRPC_EXPERIMENTS", POLLER_ENDPOINTS)

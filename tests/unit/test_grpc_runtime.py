@@ -30,7 +30,7 @@ def test_configured_before_grpc_loads(module):
     loaded, experiments = import_order(module, env)
     # -X importtime lists a module when its import finishes; the importer calls configure()
     # right after importing cluster.grpc_runtime, so grpc must come later
-    assert experiments == grpc_runtime.ITERATIVE_IO
+    assert experiments == grpc_runtime.POLLER_ENDPOINTS
     assert "cluster.grpc_runtime" in loaded and "grpc" in loaded
     assert loaded.index("cluster.grpc_runtime") < loaded.index("grpc")
 
