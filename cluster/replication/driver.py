@@ -62,7 +62,7 @@ import logging
 import os
 import random
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 from cluster.raft import (
     Config,
@@ -513,7 +513,7 @@ class RaftDriver:
         except RaftError:  # compacted or unavailable: leave it to the ordinary path
             return 0
 
-    def _send(self, messages: list[Message], committed: list[RaftEntry] = ()) -> None:
+    def _send(self, messages: list[Message], committed: Sequence[RaftEntry] = ()) -> None:
         """Send a Ready's messages. On the leader, when the Ready commits entries (`committed`),
         an append that only tells a follower the new commit index is held back for up to
         `commit_notice_delay` and dropped if a later append to that follower goes out first

@@ -189,17 +189,20 @@ async def recorded_cluster(tmp_path, commit_notice_delay: float):
     return network, drivers, logs, leader
 
 
+async def commit_on_leader(lead, data: bytes) -> int:
+    """Propose `data` on the leader and wait until it is committed; returns its index."""
+    index = lead.committed_index + 1
+    lead.propose(data)
+    await until(lambda: lead.committed_index >= index, what=f"{data!r} committed")
+    return index
+
+
 def test_a_later_append_carries_the_commit_index_instead_of_a_commit_only_append(tmp_path):
     """One-client writes: the next write's append tells the followers of the previous commit."""
     async def main():
         network, drivers, logs, leader = await recorded_cluster(tmp_path, 0.3)
-        lead = drivers[leader]
-        lead.propose(b"x")
-        x = lead.committed_index + 1
-        await until(lambda: lead.committed_index >= x, what="x committed")
-        lead.propose(b"y")
-        y = x + 1
-        await until(lambda: lead.committed_index >= y, what="y committed")
+        x = await commit_on_leader(drivers[leader], b"x")
+        y = await commit_on_leader(drivers[leader], b"y")
         followers = [i for i in VOTERS if i != leader]
         for f in followers:
             carried = [m for m in network.sent if m.type == MessageType.MsgApp and m.to == f
@@ -219,11 +222,8 @@ def test_a_later_append_carries_the_commit_index_instead_of_a_commit_only_append
 def test_a_commit_only_append_waits_for_the_delay(tmp_path):
     async def main():
         network, drivers, logs, leader = await recorded_cluster(tmp_path, 0.2)
-        lead = drivers[leader]
         loop = asyncio.get_running_loop()
-        lead.propose(b"x")
-        x = lead.committed_index + 1
-        await until(lambda: lead.committed_index >= x, what="x committed")
+        x = await commit_on_leader(drivers[leader], b"x")
         committed_at = loop.time()
         followers = [i for i in VOTERS if i != leader]
         await until(lambda: all(commit_notices(network.sent, leader, f, x) for f in followers),
