@@ -521,11 +521,13 @@ class RaftDriver:
         each follower a second append and its ack per write, and the notices' writes (inline,
         holding the GIL) and the followers' applies would compete with the leader's apply and
         answer for the 2 cores. A follower that forwarded a proposal at or past this batch's
-        first index is told at once: its client waits for its own apply. A held notice goes out
-        before any other later message to its follower but a heartbeat (which carries the commit
-        index itself)."""
+        first index is told at once: its client waits for its own apply. So is every follower
+        when the batch changes the membership (operators list members on other endpoints right
+        after). A held notice goes out before any other later message to its follower but a
+        heartbeat (which carries the commit index itself)."""
         held = self._commit_notices
-        defer = bool(committed) and self._lead == self.node_id
+        defer = (bool(committed) and self._lead == self.node_id
+                 and not any(e.type == EntryType.CONF_CHANGE for e in committed))
         first = committed[0].index if defer else 0
         out: list[Message] = []
         for m in messages:
