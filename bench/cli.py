@@ -78,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Markdown file whose kvbench section is replaced (default: this checkout's)")
     c.add_argument("--img-dir", default=os.path.join(_CHECKOUT, "docs", "img"),
                    help="where the PNG plots go (needs matplotlib)")
-    c.add_argument("--suites", help="comma-separated subset of: put, put-1-client, range-l, range-s, txn-put, "
-                                    "hotkey-s, hotkey-l, watch, watch-latency, lease-keepalive, mixed")
+    c.add_argument("--suites", help="comma-separated subset of: put, put-1-client, put-1-client-f, range-l, "
+                                    "range-l-100, range-s, txn-put, hotkey-s, hotkey-l, watch, watch-latency, "
+                                    "lease-keepalive, mixed")
     c.add_argument("--json", help="also write every result to this JSON file")
     return parser
 

@@ -22,6 +22,7 @@ from .histogram import LatencyHistogram
 from .metrics import cluster_handled_total, counter_sum, fetch_metrics, metrics_reachable
 from cluster.launch import wait_until
 from .result import BenchResult
+from .roles import endpoints_with_role
 
 
 @dataclass
@@ -56,6 +57,9 @@ class LoadOptions:
     watch_keys: int = 1
     put_rate: float | None = 100.0
     grace: float = 10.0  # s to wait for events still due after the last put
+    # unary suites: load only the first endpoint whose member is the "leader" or a "follower"
+    # (None: every endpoint); see bench/roles.py
+    role: str | None = None
     # hotkey
     cluster_metrics: list[str] = field(default_factory=list)
     # mixed
@@ -138,6 +142,8 @@ def _from_merged(suite: str, opts: LoadOptions, merged: dict, unit: str = "req/s
 def run_unary(opts: LoadOptions, kind: str, suite: str | None = None) -> BenchResult:
     """put / range / txn-put, through h2load or the grpc driver."""
     suite = suite or kind
+    if opts.role is not None:
+        opts = LoadOptions(**{**opts.__dict__, "endpoints": endpoints_with_role(opts.endpoints, opts.role)[:1]})
     if opts.driver == "grpc":
         spec = workers.UnarySpec(opts.endpoints, kind, opts.conns, opts.clients, opts.total, opts.duration,
                                  opts.rate, opts.keys, opts.val_size, opts.serializable, opts.prefix,

@@ -11,6 +11,7 @@ import pytest
 from bench import requests as rq
 from bench import stack
 from bench.h2load import grpc_frame, plan_runs, run_h2load
+from bench.roles import endpoints_with_role
 from bench.suites import LoadOptions, run_hotkey, run_lease_keepalive, run_mixed, run_unary, run_watch, \
     run_watch_latency
 from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
@@ -40,6 +41,20 @@ def test_put_and_range_through_h2load(etcd3, tmp_path):
         rng = run_unary(LoadOptions(**{**opts.__dict__, "serializable": serializable, "prefix": True,
                                        "limit": 2, "total": 600}), "range")
         assert (rng.ok, rng.errors) == (600, 0)
+
+
+def test_role_loads_only_the_leader_or_a_follower(etcd3, tmp_path):
+    eps = endpoints(etcd3)
+    leader, followers = endpoints_with_role(eps, "leader"), endpoints_with_role(eps, "follower")
+    assert len(leader) == 1 and sorted(leader + followers) == sorted(eps)
+    with grpc.insecure_channel(leader[0]) as ch:
+        st = rpc_pb2_grpc.MaintenanceStub(ch).Status(rpc_pb2.StatusRequest(), timeout=5)
+    assert st.leader == st.header.member_id
+    for role, expected in (("leader", leader[0]), ("follower", followers[0])):
+        r = run_unary(LoadOptions(eps, total=50, role=role, workdir=str(tmp_path)), "put")
+        assert (r.ok, r.errors, r.target) == (50, 0, expected)
+    with pytest.raises(ValueError):
+        endpoints_with_role(eps, "candidate")
 
 
 def test_h2load_counts_grpc_errors_that_http_calls_success(etcd3, tmp_path):
