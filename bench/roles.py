@@ -16,8 +16,9 @@ from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 ROLES = ("leader", "follower")
 
 
-def _status(endpoint: str) -> tuple[int, int] | None:
-    """(this member's ID, the leader it knows; 0: none), or None when it does not answer."""
+def member_status(endpoint: str) -> tuple[int, int] | None:
+    """(this member's ID, the leader it knows; 0: none) from Maintenance.Status on a plaintext
+    endpoint, or None when it does not answer."""
     with grpc.insecure_channel(endpoint) as channel:
         try:
             st = rpc_pb2_grpc.MaintenanceStub(channel).Status(rpc_pb2.StatusRequest(), timeout=2)
@@ -34,7 +35,7 @@ def endpoints_with_role(endpoints: list[str], role: str, timeout: float = 15.0) 
         raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     deadline = time.monotonic() + timeout
     while True:
-        statuses = [_status(e) for e in endpoints]
+        statuses = [member_status(e) for e in endpoints]
         leaders = {s[1] for s in statuses if s is not None}
         if None not in statuses and len(leaders) == 1 and 0 not in leaders:
             (leader,) = leaders

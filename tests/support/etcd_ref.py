@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import shutil
 
-import grpc
-
+from bench.roles import member_status
 from cluster.launch import ClusterSpec, ProcessGroup, port_open, wait_until
-from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
 ETCD_BIN = shutil.which("etcd") or "/usr/bin/etcd"
 ETCDCTL_BIN = shutil.which("etcdctl") or "/usr/bin/etcdctl"
@@ -25,9 +23,5 @@ def start_etcd_cluster(procs: ProcessGroup, spec: ClusterSpec, timeout: float = 
 def knows_leader(endpoint: str) -> bool:
     """Whether the plaintext etcd member at `endpoint` reports a leader (Maintenance.Status).
     etcd opens its client port before the first election; a write sent then waits for it."""
-    with grpc.insecure_channel(endpoint) as channel:
-        try:
-            status = rpc_pb2_grpc.MaintenanceStub(channel).Status(rpc_pb2.StatusRequest(), timeout=2)
-        except grpc.RpcError:
-            return False
-    return status.leader != 0
+    status = member_status(endpoint)
+    return status is not None and status[1] != 0
