@@ -303,37 +303,26 @@ def _le(bound: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
-class GrpcServerMetrics(grpc.aio.ServerInterceptor):
-    """A grpc.aio server interceptor that records go-grpc-prometheus's server metrics.
+class GrpcServerMetrics:
+    """Records go-grpc-prometheus's server metrics for the handlers it wraps.
 
-    Pass it to `grpc.aio.server(interceptors=[metrics])`; it registers itself as a collector in
-    `registry` (default: prometheus_client's global REGISTRY), so a registry holds at most one.
-    Its place among several interceptors does not matter: it asks the rest of the chain for the
-    handler on every call and only caches its own wrapper per handler object.
-
-    Handlers must be `async def` coroutines or async generators (what grpc.aio servicers are);
-    a synchronous handler is served unmeasured.
+    Apply `wrap` to every handler when it is registered (cluster.grpc_wrapping.WrappingServer);
+    it registers itself as a collector in `registry` (default: prometheus_client's global
+    REGISTRY), so a registry holds at most one. Handlers must be `async def` coroutines or async
+    generators (what grpc.aio servicers are); a synchronous handler is served unmeasured.
+    Unknown methods never reach a handler, so they are not counted (grpc answers UNIMPLEMENTED),
+    as in Go.
     """
 
     def __init__(self, registry: CollectorRegistry | None = None,
                  buckets: Iterable[float] = DEFAULT_BUCKETS):
         self._bounds = tuple(sorted(float(b) for b in buckets))
         self._stats: dict[tuple[str, str, str], MethodStats] = {}
-        # full method name -> (handler as found, handler as wrapped)
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
         (REGISTRY if registry is None else registry).register(self)
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None  # unknown method: grpc answers UNIMPLEMENTED; not counted, as in Go
-        full_method = handler_call_details.method
-        cached = self._wrapped.get(full_method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = _wrap(handler, self._method_stats(full_method, handler))
-        self._wrapped[full_method] = (handler, wrapped)
-        return wrapped
+    def wrap(self, handler: grpc.RpcMethodHandler, full_method: str) -> grpc.RpcMethodHandler:
+        """`handler` (of `full_method`, "/package.Service/Method") with its calls counted."""
+        return _wrap(handler, self._method_stats(full_method, handler))
 
     def _method_stats(self, full_method: str, handler: grpc.RpcMethodHandler) -> MethodStats:
         service, _, method = full_method.lstrip("/").partition("/")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import grpc
 
+from cluster.grpc_wrapping import WrappingServer
 from protos.etcdserverpb import rpc_pb2_grpc
 
 from .coalesce.lease_keepalive import KeepAliveMerger, KeepAliveUnavailable
@@ -79,7 +80,7 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
         await self.keepalives.close()
 
 
-def add_to_server(server: grpc.aio.Server, upstream: Upstream, namespace: Namespace) -> LeaseService:
+def add_to_server(server: grpc.aio.Server | WrappingServer, upstream: Upstream, namespace: Namespace) -> LeaseService:
     """Register the Lease service on `server`."""
     service = LeaseService(upstream, namespace)
     rpc_pb2_grpc.add_LeaseServicer_to_server(service, server)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import grpc
 
+from cluster.grpc_wrapping import WrappingServer
 from protos.etcdserverpb import rpc_pb2
 
 from .upstream import Upstream, forwarded_metadata
@@ -78,7 +79,7 @@ def _stream_forwarder(call):
     return forward
 
 
-def add_to_server(server: grpc.aio.Server, upstream: Upstream) -> None:
+def add_to_server(server: grpc.aio.Server | WrappingServer, upstream: Upstream) -> None:
     """Register the Cluster, Maintenance and Auth forwarders on `server`."""
     for name in SERVICES:
         service = PassthroughService(upstream, name)

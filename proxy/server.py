@@ -3,7 +3,7 @@
 What runs in it:
 - the gRPC server (grpc.aio) with KV (proxy/kv_service.py), Watch and Lease (proxy/watch_service.py,
   proxy/lease_service.py, written separately and registered here), and Cluster/Maintenance/Auth
-  (proxy/passthrough.py); the grpc_server_* metrics interceptor from monitoring/;
+  (proxy/passthrough.py), every handler wrapped by monitoring/'s grpc_server_* metrics;
 - the keyspace watch keeping the read cache coherent (proxy/cache/invalidator.py);
 - optionally the metrics endpoint (/metrics, /health, /proxy/health) on --metrics-addr. Under
   `--workers N` the supervisor serves it instead (proxy/workers.py), and each worker only counts.
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import grpc
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 
+from cluster.grpc_wrapping import WrappingServer
 from cluster.tls import TLSInfo
 from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
@@ -132,12 +133,13 @@ class ProxyServer:
             ("grpc.server.max_pending_requests", 100_000),
             ("grpc.server.max_pending_requests_hard_limit", 100_000),
         ]
-        self._server = server = grpc.aio.server(interceptors=[grpc_metrics], options=options)
+        self._server = server = grpc.aio.server(options=options)
+        registry = WrappingServer(server, [grpc_metrics.wrap])  # every method counted
         kv_handlers = self.kv.method_handlers()
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(KV_SERVICE, kv_handlers),))
-        server.add_registered_method_handlers(KV_SERVICE, kv_handlers)
-        passthrough.add_to_server(server, self.upstream)
-        self._add_watch_and_lease(server, namespace)
+        registry.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(KV_SERVICE, kv_handlers),))
+        registry.add_registered_method_handlers(KV_SERVICE, kv_handlers)
+        passthrough.add_to_server(registry, self.upstream)
+        self._add_watch_and_lease(registry, namespace)
 
         if self._serve_metrics and cfg.metrics_addr:
             from monitoring.http import MetricsHTTPServer
@@ -159,7 +161,7 @@ class ProxyServer:
         await server.start()
         log.info("serving on %s (upstream %s)", addr, self.upstream.target)
 
-    def _add_watch_and_lease(self, server: grpc.aio.Server, namespace: Namespace) -> None:
+    def _add_watch_and_lease(self, server: WrappingServer, namespace: Namespace) -> None:
         # Written by another engineer; imported here so this module works before they exist.
         for module_name in ("watch_service", "lease_service"):
             try:

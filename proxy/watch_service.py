@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import grpc
 
+from cluster.grpc_wrapping import WrappingServer
 from protos.etcdserverpb import rpc_pb2
 
 from .coalesce.watch_client import (DEFAULT_PROGRESS_INTERVAL_S, DEFAULT_SEND_QUEUE_LIMIT,
@@ -55,7 +56,7 @@ class WatchService:
         await self.coalescer.close()
 
 
-def add_to_server(server: grpc.aio.Server, upstream: Upstream, namespace: Namespace,
+def add_to_server(server: grpc.aio.Server | WrappingServer, upstream: Upstream, namespace: Namespace,
                   **options) -> WatchService:
     """Register the Watch service on `server`; `options` are WatchService's keyword arguments."""
     service = WatchService(upstream, namespace, **options)

@@ -9,6 +9,8 @@ The reason text after the prefix is protobuf-python's, not Go's.
 
 from __future__ import annotations
 
+import contextlib
+
 import grpc
 from google.protobuf.message import DecodeError
 
@@ -49,14 +51,11 @@ def _unary_stream(behavior):
     async def handle(request, context):
         if type(request) is UnparseableRequest:
             await _abort_unparseable(context, request)
-        responses = behavior(request, context)
-        try:
+        # if the call ends while we are suspended at `yield` (e.g. a client cancel during a
+        # write), aclosing closes the servicer's generator at once, so its cleanup runs now
+        async with contextlib.aclosing(behavior(request, context)) as responses:
             async for resp in responses:
                 yield resp
-        finally:
-            # if the call ended while we were suspended at `yield` (e.g. a client cancel during
-            # a write), close the servicer's generator now so its cleanup runs now
-            await responses.aclose()
     return handle
 
 
@@ -68,18 +67,16 @@ def _stream_stream(behavior):
             yield req
 
     async def handle(request_iterator, context):
-        responses = behavior(checked(request_iterator, context), context)
-        try:
+        async with contextlib.aclosing(behavior(checked(request_iterator, context), context)) as responses:
             async for resp in responses:
                 yield resp
-        finally:
-            await responses.aclose()  # as in _unary_stream
     return handle
 
 
-def add_servicer(server: grpc.aio.Server, service, servicer, messages) -> None:
+def add_servicer(server, service, servicer, messages) -> None:
     """Register every method of `service` (a protobuf ServiceDescriptor) implemented by
-    `servicer`; `messages` is the generated module holding its request/response classes."""
+    `servicer` on `server` (a grpc.aio.Server or a cluster.grpc_wrapping.WrappingServer);
+    `messages` is the generated module holding its request/response classes."""
     handlers = {}
     for method in service.methods:
         req_cls = getattr(messages, method.input_type.name)

@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from cluster.fsutil import fsync_dir
+from cluster.grpc_wrapping import WrappingServer
 from cluster.mvcc.store import MVCCStore
 from cluster.raft.wal import WAL
 from cluster.replication.factory import build_replicated_log
@@ -38,7 +39,7 @@ from protos.kvpb import internal_pb2
 
 from .alarms import AlarmSet
 from .applier import ApplyLoop
-from .auth.gate import AuthInterceptor
+from .auth.gate import AuthGate
 from .auth.service import AuthService
 from .auth.store import AuthStore
 from .auth.tokens import build_token_provider
@@ -204,11 +205,11 @@ class Member:
 
         grpc_metrics = GrpcServerMetrics(self.registry)
         grpc_metrics.initialize(rpc_pb2.DESCRIPTOR.services_by_name[n.split(".")[-1]] for n in SERVICE_NAMES)
-        auth = AuthInterceptor(self.auth, client_cert_auth=cfg.client_tls.client_cert_auth)
-        interceptors = [grpc_metrics, auth]
+        auth = AuthGate(self.auth, client_cert_auth=cfg.client_tls.client_cert_auth)
+        wraps = [grpc_metrics.wrap, auth.wrap]
         if self._may_be_learner:
-            interceptors.append(LearnerGate(lambda: self.membership.local.is_learner))
-        server = grpc.aio.server(interceptors=interceptors, options=[
+            wraps.append(LearnerGate(lambda: self.membership.local.is_learner).wrap)
+        server = grpc.aio.server(options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", cfg.max_request_bytes + GRPC_OVERHEAD_BYTES),
             ("grpc.max_send_message_length", 2 ** 31 - 1),
@@ -235,8 +236,9 @@ class Member:
             "Cluster": self.cluster_service,
             "Auth": AuthService(self.auth, self.log, self.proposer, self.headers),
         }
+        registry = WrappingServer(server, wraps)
         for name, servicer in services.items():
-            add_servicer(server, rpc_pb2.DESCRIPTOR.services_by_name[name], servicer, rpc_pb2)
+            add_servicer(registry, rpc_pb2.DESCRIPTOR.services_by_name[name], servicer, rpc_pb2)
         reflection.enable_server_reflection([*SERVICE_NAMES, reflection.SERVICE_NAME], server)
         for url in cfg.listen_client_urls:
             if is_tls_url(url):

@@ -1,7 +1,7 @@
 """Who is calling: the identity of each client RPC, and the permission checks services make.
 
-`AuthInterceptor` (a grpc.aio server interceptor the member installs) wraps every handler so that
-the RPC runs with a `RequestAuth` in the context variable `_current`; tasks the handler creates
+`AuthGate.wrap` (applied to every handler at registration, cluster/grpc_wrapping.py) makes each
+RPC run with a `RequestAuth` in the context variable `_current`; tasks the handler creates
 (a watch stream's reader) inherit it. The module functions below read that variable, so service
 code calls e.g. `gate.check_range(key, range_end)` without passing contexts around; outside an
 RPC (the member's own proposals: lease expiry, compaction, publish) there is no RequestAuth and
@@ -15,13 +15,14 @@ stream's token may expire between two create requests, and etcd checks each crea
    certificate (grpc's auth context `x509_common_name`), at the current auth revision;
 3. otherwise nobody (None): checks then run with an empty AuthInfo (etcd: "user name is empty"
    when auth is on).
-The interceptor also makes the root-only checks of the RPCs that are not replicated
+The wrapper also makes the root-only checks of the RPCs that are not replicated
 (Maintenance Defragment/Snapshot/Hash/HashKV, Cluster membership changes), as etcd's
 authMaintenanceServer and checkMembershipOperationPermission do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 
 import grpc
@@ -140,30 +141,18 @@ def log_info() -> AuthInfo:
     return (ra.info() if ra is not None else None) or AuthInfo()
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Runs every RPC with its RequestAuth; root-only RPCs are refused here (see module doc)."""
+class AuthGate:
+    """Runs every etcd API RPC with its RequestAuth; root-only RPCs are refused here (see module doc)."""
 
     def __init__(self, store: AuthStore, *, client_cert_auth: bool = False):
         self._store = store
         self._client_cert_auth = client_cert_auth
-        # full method name -> (handler as found, handler as wrapped): the wrapper is made once
-        # per handler, so an interceptor outside this one (metrics) sees the same object each call
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None or not method.startswith("/etcdserverpb."):
-            return handler  # reflection and the like: no identity needed
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler, method)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
-        """`handler` run with the caller's RequestAuth set (and root checked for admin RPCs)."""
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        """`handler` of `method` run with the caller's RequestAuth set (and root checked for
+        admin RPCs); methods outside etcdserverpb (reflection and the like) are left alone."""
+        if not method.startswith("/etcdserverpb."):
+            return handler
         admin = method in ADMIN_METHODS
         maintenance = method.startswith("/etcdserverpb.Maintenance/")
         store, cert = self._store, self._client_cert_auth
@@ -194,23 +183,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                     enter(context)
                 except errors.EtcdError as exc:
                     await errors.abort_with(context, exc)
-                responses = inner_us(request, context)
-                try:
+                async with contextlib.aclosing(inner_us(request, context)) as responses:
                     async for resp in responses:
                         yield resp
-                finally:
-                    await responses.aclose()
             return handler._replace(unary_stream=unary_stream)
         if handler.stream_stream is not None:
             inner_ss = handler.stream_stream
 
             async def stream_stream(request_iterator, context):
                 enter(context)
-                responses = inner_ss(request_iterator, context)
-                try:
+                async with contextlib.aclosing(inner_ss(request_iterator, context)) as responses:
                     async for resp in responses:
                         yield resp
-                finally:
-                    await responses.aclose()
             return handler._replace(stream_stream=stream_stream)
         return handler

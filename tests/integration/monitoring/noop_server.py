@@ -4,7 +4,7 @@
 
 Every call to /etcdserverpb.KV/Range answers the same pre-serialized RangeResponse, without
 parsing the request: the cheapest a grpc.aio unary method can be (like the proxy's cache hit).
-With --metrics the server runs with the interceptor, registered in the global REGISTRY.
+With --metrics its handler is wrapped by GrpcServerMetrics, registered in the global REGISTRY.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 import grpc
 import grpc.aio
 
+from cluster.grpc_wrapping import WrappingServer
 from monitoring.grpc_metrics import GrpcServerMetrics
 from protos.etcdserverpb import rpc_pb2
 
@@ -26,9 +27,9 @@ async def range_handler(request: bytes, context) -> bytes:
 
 
 async def serve(port: int, with_metrics: bool) -> None:
-    interceptors = [GrpcServerMetrics()] if with_metrics else []
-    server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    registering = WrappingServer(server, [GrpcServerMetrics().wrap] if with_metrics else [])
+    registering.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
         "etcdserverpb.KV", {"Range": grpc.unary_unary_rpc_method_handler(range_handler)})])
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()

@@ -12,6 +12,7 @@ import grpc.aio
 import pytest
 from prometheus_client import CollectorRegistry, Counter, GCCollector, PlatformCollector, ProcessCollector
 
+from cluster.grpc_wrapping import WrappingServer
 from monitoring.grpc_metrics import GrpcServerMetrics
 from monitoring.http import MetricsHTTPServer
 from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
@@ -83,13 +84,15 @@ RAW_STREAMS = grpc.method_handlers_generic_handler("test.Streams", {
 
 @contextlib.asynccontextmanager
 async def serving(registry: CollectorRegistry, health=None, routes=None):
-    """A grpc.aio server with the interceptor and a metrics server; yields (channel, metrics port)."""
-    server = grpc.aio.server(interceptors=[GrpcServerMetrics(registry)], options=[("grpc.so_reuseport", 0)])
-    rpc_pb2_grpc.add_KVServicer_to_server(FakeKV(), server)
-    rpc_pb2_grpc.add_WatchServicer_to_server(EchoWatch(), server)
-    rpc_pb2_grpc.add_LeaseServicer_to_server(EchoLease(), server)
-    rpc_pb2_grpc.add_MaintenanceServicer_to_server(ChunkedSnapshot(), server)
-    server.add_generic_rpc_handlers([RAW_STREAMS])
+    """A grpc.aio server whose handlers GrpcServerMetrics wraps, and a metrics server; yields
+    (channel, metrics port)."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    registering = WrappingServer(server, [GrpcServerMetrics(registry).wrap])
+    rpc_pb2_grpc.add_KVServicer_to_server(FakeKV(), registering)
+    rpc_pb2_grpc.add_WatchServicer_to_server(EchoWatch(), registering)
+    rpc_pb2_grpc.add_LeaseServicer_to_server(EchoLease(), registering)
+    rpc_pb2_grpc.add_MaintenanceServicer_to_server(ChunkedSnapshot(), registering)
+    registering.add_generic_rpc_handlers([RAW_STREAMS])
     grpc_port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     metrics = MetricsHTTPServer(registry, health=health, routes=routes)

@@ -15,6 +15,7 @@ import sys
 import grpc.aio
 from prometheus_client import Counter, Gauge, Histogram
 
+from cluster.grpc_wrapping import WrappingServer
 from monitoring.grpc_metrics import GrpcServerMetrics
 from monitoring.multiprocess import SnapshotPublisher
 from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
@@ -33,8 +34,8 @@ class CountingKV(rpc_pb2_grpc.KVServicer):
 
 async def main(port: int, directory: str, interval: float) -> None:
     ENTRIES.set(10)
-    server = grpc.aio.server(interceptors=[GrpcServerMetrics()], options=[("grpc.so_reuseport", 0)])
-    rpc_pb2_grpc.add_KVServicer_to_server(CountingKV(), server)
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    rpc_pb2_grpc.add_KVServicer_to_server(CountingKV(), WrappingServer(server, [GrpcServerMetrics().wrap]))
     server.add_insecure_port(f"127.0.0.1:{port}")
     publisher = SnapshotPublisher(directory, interval=interval)
     await publisher.start()

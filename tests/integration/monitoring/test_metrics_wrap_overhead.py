@@ -51,7 +51,7 @@ async def grpc_status_ok(port: int) -> bool:
 
 
 @pytest.mark.bench
-def test_interceptor_keeps_80_percent_of_a_do_nothing_server(procs, tmp_path):
+def test_metrics_wrap_keeps_80_percent_of_a_do_nothing_server(procs, tmp_path):
     request = rpc_pb2.RangeRequest(key=b"foo", serializable=True).SerializeToString()
     body_path = str(tmp_path / "range.bin")
     with open(body_path, "wb") as f:
