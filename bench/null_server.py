@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from cluster import grpc_runtime
+from cluster import cpu_policy, grpc_runtime
 
 grpc_runtime.configure()  # the same gRPC I/O as a member's, before grpc is imported
 
@@ -59,7 +59,9 @@ async def serve(listen_addr: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--listen-addr", required=True, help="host:port")
-    asyncio.run(serve(p.parse_args(argv).listen_addr))
+    args = p.parse_args(argv)
+    cpu_policy.configure()  # the members' and proxy's policy, so the ceiling compares like with like
+    asyncio.run(serve(args.listen_addr))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import time
 
 import uvloop
 
-from cluster import grpc_runtime
+from cluster import cpu_policy, grpc_runtime
 
 grpc_runtime.configure()  # before anything below imports grpc
 
@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"kvcluster: {exc}", file=sys.stderr)
         return 2
+    cpu_policy.configure()  # before the member starts any thread
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         try:
             return runner.run(run(cfg))

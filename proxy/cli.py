@@ -23,6 +23,7 @@ import sys
 
 import uvloop
 
+from cluster import cpu_policy
 from cluster.tls import TLSInfo, self_signed
 
 from .server import ProxyConfig, ProxyServer, listen_hostport
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     config = config_from_args(args)
+    cpu_policy.configure()  # before any thread starts; --workers' processes inherit it
     if config.workers > 1:
         from .workers import run_workers
 

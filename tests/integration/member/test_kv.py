@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import grpc
 import pytest
 
@@ -209,3 +211,12 @@ def test_periodic_auto_compaction(procs, tmp_path):
     wait_until(compacted, 15, "the periodic compactor to compact past the first revision", interval=0.3)
     assert m.get(b"ac").kvs[0].value == b"2"
     m.channel.close()
+
+
+def test_member_threads_run_under_sched_batch(member, procs):
+    """cluster/cpu_policy.py: every thread the member started (loop, gRPC poller, WAL, apply)."""
+    member.put(b"warm", b"up")  # the apply and WAL threads exist once a write went through
+    (proc,) = [p for p in procs.procs.values() if p.poll() is None]
+    tids = os.listdir(f"/proc/{proc.pid}/task")
+    assert len(tids) >= 4
+    assert {os.sched_getscheduler(int(tid)) for tid in tids} == {os.SCHED_BATCH}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import urllib.error
 import urllib.request
 
@@ -133,3 +134,9 @@ def test_two_workers_share_the_port_and_aggregate_metrics(procs, etcd1):
     assert metric(url, "grpc_server_handled_total", grpc_method="Range", grpc_code="OK") == 60
     assert _get(url + "/health") == (200, b'{"health":"true"}')
     assert _get(url + "/proxy/health") == (200, b'{"health":"true"}')
+    # cluster/cpu_policy.py: the supervisor runs under SCHED_BATCH and its workers inherit it
+    supervisor = procs.procs["kvproxy"].pid
+    with open(f"/proc/{supervisor}/task/{supervisor}/children") as f:
+        workers = [int(pid) for pid in f.read().split()]
+    assert len(workers) == 2
+    assert {os.sched_getscheduler(pid) for pid in [supervisor, *workers]} == {os.SCHED_BATCH}
