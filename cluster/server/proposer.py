@@ -66,9 +66,7 @@ class Proposer:
 
     async def propose(self, **request):
         req = internal_pb2.InternalRequest(id=self._ids.next(), **request)
-        header = gate.request_header()  # the caller, for apply-time permission checks
-        if header is not None:
-            req.header.CopyFrom(header)
+        gate.stamp_request_header(req)  # the caller, for apply-time permission checks
         data = req.SerializeToString()
         if len(data) > self._max_request_bytes:
             raise errors.REQUEST_TOO_LARGE

@@ -200,7 +200,9 @@ async def commit_on_leader(lead, data: bytes) -> int:
 def test_a_later_append_carries_the_commit_index_instead_of_a_commit_only_append(tmp_path):
     """One-client writes: the next write's append tells the followers of the previous commit."""
     async def main():
-        network, drivers, logs, leader = await recorded_cluster(tmp_path, 0.3)
+        # y's append must go out within the delay after x commits: 1 s leaves room for a
+        # stalled event loop on a loaded machine
+        network, drivers, logs, leader = await recorded_cluster(tmp_path, 1.0)
         x = await commit_on_leader(drivers[leader], b"x")
         y = await commit_on_leader(drivers[leader], b"y")
         followers = [i for i in VOTERS if i != leader]
