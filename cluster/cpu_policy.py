@@ -10,13 +10,13 @@ anyway. SCHED_BATCH keeps the nice value and fair sharing but does not preempt o
 the loop thread's nonvoluntary switches fell to ~1 per Put, the poller's wake-ups from ~2 to
 ~1.1 (events batch up), and a 3-member cluster's Put throughput at saturation rose 10-16%
 (medians of 6-8 alternating runs against the same build under SCHED_OTHER); a proxy's
-serializable hot-key reads (cache hits) +17%, the do-nothing server +13% (6 runs each). Timers are not at
-risk: a waiting thread still runs within the scheduler's latency target (milliseconds),
-against Raft's 100 ms heartbeat.
+serializable hot-key reads (cache hits) +17%, the do-nothing server +13% (6 runs each).
+Timers are not at risk: a waiting thread still runs within the scheduler's latency target
+(milliseconds), against Raft's 100 ms heartbeat.
 
 Contract: `configure()` is called by the process's main thread before any thread starts
 (threads inherit the policy of the thread that creates them; so do child processes, e.g. the
-proxy's workers and `kvcluster local`'s members). It only replaces SCHED_OTHER: a policy an
+proxy's workers). It only replaces SCHED_OTHER: a policy an
 operator chose (`chrt`) is kept, and KVSTACK_CPU_POLICY=other keeps the default. Where the call
 is not permitted or not available, nothing changes.
 """

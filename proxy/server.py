@@ -134,12 +134,12 @@ class ProxyServer:
             ("grpc.server.max_pending_requests_hard_limit", 100_000),
         ]
         self._server = server = grpc.aio.server(options=options)
-        registry = WrappingServer(server, [grpc_metrics.wrap])  # every method counted
+        registering = WrappingServer(server, [grpc_metrics.wrap])  # every method counted
         kv_handlers = self.kv.method_handlers()
-        registry.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(KV_SERVICE, kv_handlers),))
-        registry.add_registered_method_handlers(KV_SERVICE, kv_handlers)
-        passthrough.add_to_server(registry, self.upstream)
-        self._add_watch_and_lease(registry, namespace)
+        registering.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(KV_SERVICE, kv_handlers),))
+        registering.add_registered_method_handlers(KV_SERVICE, kv_handlers)
+        passthrough.add_to_server(registering, self.upstream)
+        self._add_watch_and_lease(registering, namespace)
 
         if self._serve_metrics and cfg.metrics_addr:
             from monitoring.http import MetricsHTTPServer

@@ -236,9 +236,9 @@ class Member:
             "Cluster": self.cluster_service,
             "Auth": AuthService(self.auth, self.log, self.proposer, self.headers),
         }
-        registry = WrappingServer(server, wraps)
+        registering = WrappingServer(server, wraps)
         for name, servicer in services.items():
-            add_servicer(registry, rpc_pb2.DESCRIPTOR.services_by_name[name], servicer, rpc_pb2)
+            add_servicer(registering, rpc_pb2.DESCRIPTOR.services_by_name[name], servicer, rpc_pb2)
         reflection.enable_server_reflection([*SERVICE_NAMES, reflection.SERVICE_NAME], server)
         for url in cfg.listen_client_urls:
             if is_tls_url(url):
