@@ -79,20 +79,23 @@ class ProcessGroup:
 
     Each process runs in its own session so that `close()` can kill its whole process group
     (workers and children included). Output goes to a log file under `log_dir`, whose tail is
-    available for assertion messages through `log_tail(name)`.
+    available for assertion messages through `log_tail(name)`. Their TMPDIR is `log_dir/tmp`, so
+    what a SIGKILLed process leaves there (a proxy supervisor's worker-metrics dir, say) goes
+    away with `log_dir` instead of piling up in /tmp.
     """
 
     def __init__(self, log_dir: str):
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen] = {}
         self._replaced: list[subprocess.Popen] = []  # still running when their name was reused
-        os.makedirs(log_dir, exist_ok=True)
+        self._tmp_dir = os.path.join(log_dir, "tmp")
+        os.makedirs(self._tmp_dir, exist_ok=True)
 
     def start(self, name: str, argv: Sequence[str], env: dict | None = None) -> subprocess.Popen:
         log = open(os.path.join(self.log_dir, f"{name}.log"), "ab")
         proc = subprocess.Popen(
             list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env={**os.environ, **(env or {})},
+            start_new_session=True, env={**os.environ, "TMPDIR": self._tmp_dir, **(env or {})},
         )
         log.close()
         previous = self.procs.get(name)
