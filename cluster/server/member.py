@@ -65,7 +65,10 @@ from .watch_service import WatchService
 
 log = logging.getLogger(__name__)
 
-SERVER_VERSION = "0.1.0"  # our own release, in etcd's MAJOR.MINOR.PATCH form (Status.version)
+# Status.version: the etcd release whose API and behaviour the member implements. Clients gate on
+# it: Go clientv3 with RejectOldCluster (Calico's datastore client sets it, for one) refuses a
+# cluster whose members report below 3.2 ("etcdclient: old cluster version").
+SERVER_VERSION = "3.4.0"
 KEY_COUNT_INTERVAL = 5.0  # seconds between refreshes of etcd_debugging_mvcc_keys_total
 GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd: grpc MaxRecvMsgSize = max-request-bytes + this
 SERVICE_NAMES = [s.full_name for s in rpc_pb2.DESCRIPTOR.services_by_name.values()]

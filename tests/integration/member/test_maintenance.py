@@ -23,7 +23,10 @@ def test_status_hash_hashkv_defrag(member):
     st = member.maintenance.Status(rpc_pb2.StatusRequest())
     assert st.leader == st.header.member_id and st.raftTerm >= 1
     assert st.raftIndex >= 2 and st.raftAppliedIndex == st.raftIndex  # the term's first entry + the put
-    assert st.dbSize > 0 and 0 < st.dbSizeInUse <= st.dbSize and st.version.count(".") == 2
+    assert st.dbSize > 0 and 0 < st.dbSizeInUse <= st.dbSize
+    # Go clientv3's RejectOldCluster check: MAJOR.MINOR of every member's version >= 3.2
+    major, minor, _patch = (int(part) for part in st.version.split("."))
+    assert (major, minor) >= (3, 2)
     assert not st.errors
     h1 = member.maintenance.Hash(rpc_pb2.HashRequest()).hash
     assert h1 == member.maintenance.Hash(rpc_pb2.HashRequest()).hash
