@@ -1,5 +1,6 @@
-"""Cross-cutting per-call behavior (metrics, caller identity, learner refusals) added to a grpc.aio
-server's handlers once, when they are registered, instead of through grpc.aio interceptors.
+"""Cross-cutting per-call behavior (metrics, caller identity, learner and require-leader
+refusals) added to a grpc.aio server's handlers once, when they are registered, instead of
+through grpc.aio interceptors.
 
 Why not interceptors: grpc.aio runs a server's interceptor chain on every call, awaiting one
 coroutine per interceptor just to find the handler, even when each returns the same wrapped

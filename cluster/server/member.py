@@ -53,6 +53,7 @@ from .lease_service import LeaseService
 from .lessor import Lessor, min_lease_ttl
 from .local_log import LocalLog
 from .maintenance_service import MaintenanceService
+from .leader_gate import RequireLeaderGate
 from .learner_gate import LearnerGate
 from .membership import STORE_META_KEY, Membership, parse_initial_cluster
 from .metrics import MemberMetrics
@@ -212,6 +213,9 @@ class Member:
         wraps = [grpc_metrics.wrap, auth.wrap]
         if self._may_be_learner:
             wraps.append(LearnerGate(lambda: self.membership.local.is_learner).wrap)
+        leader_gate = RequireLeaderGate(lambda: self.log.leader_id != 0, cfg.election_timeout_ms / 1000)
+        wraps.append(leader_gate.wrap)
+        self._background.append(asyncio.create_task(leader_gate.run(), name="require-leader-monitor"))
         server = grpc.aio.server(options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", cfg.max_request_bytes + GRPC_OVERHEAD_BYTES),
