@@ -20,8 +20,9 @@ PROTO_FILES = [
     "protos/etcdserverpb/rpc.proto",
     "protos/kvpb/internal.proto",
     "protos/kvpb/peer.proto",
+    "protos/healthpb/health.proto",
 ]
-WITH_SERVICES = {"protos/etcdserverpb/rpc.proto", "protos/kvpb/peer.proto"}
+WITH_SERVICES = {"protos/etcdserverpb/rpc.proto", "protos/kvpb/peer.proto", "protos/healthpb/health.proto"}
 
 
 def generate(out_dir: pathlib.Path = ROOT) -> None:

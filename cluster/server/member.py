@@ -35,6 +35,7 @@ from cluster.tls import TLSInfo, is_tls_url
 from monitoring.grpc_metrics import GrpcServerMetrics
 from monitoring.http import MetricsHTTPServer
 from protos.etcdserverpb import rpc_pb2
+from protos.healthpb import health_pb2
 from protos.kvpb import internal_pb2
 
 from .alarms import AlarmSet
@@ -53,6 +54,7 @@ from .lease_service import LeaseService
 from .lessor import Lessor, min_lease_ttl
 from .local_log import LocalLog
 from .maintenance_service import MaintenanceService
+from .health_service import HealthService
 from .leader_gate import RequireLeaderGate
 from .learner_gate import LearnerGate
 from .membership import STORE_META_KEY, Membership, parse_initial_cluster
@@ -246,7 +248,9 @@ class Member:
         registering = WrappingServer(server, wraps)
         for name, servicer in services.items():
             add_servicer(registering, rpc_pb2.DESCRIPTOR.services_by_name[name], servicer, rpc_pb2)
-        reflection.enable_server_reflection([*SERVICE_NAMES, reflection.SERVICE_NAME], server)
+        health = health_pb2.DESCRIPTOR.services_by_name["Health"]
+        add_servicer(registering, health, HealthService(), health_pb2)
+        reflection.enable_server_reflection([*SERVICE_NAMES, health.full_name, reflection.SERVICE_NAME], server)
         for url in cfg.listen_client_urls:
             if is_tls_url(url):
                 server.add_secure_port(host_port(url), cfg.client_tls.server_credentials())
