@@ -3,6 +3,10 @@
 Mirrors etcdserver/api/v3rpc/key.go (checkRangeRequest, checkPutRequest, checkDeleteRequest,
 checkTxnRequest, checkIntervals). Each function raises the matching `EtcdError` or returns None.
 A range_end below the key is NOT an error in etcd 3.4: such a range is simply empty.
+
+One check comes from etcd 3.5: a Range (or a txn's range op) with a sort order or target outside
+the enums is refused with "etcdserver: invalid sort option"; etcd 3.4.23 dereferences a nil
+comparator there and the member crashes.
 """
 
 from __future__ import annotations
@@ -14,9 +18,15 @@ from . import errors
 MAX_LEASE_TTL = 9_000_000_000  # etcd's lease.MaxLeaseTTL, in seconds
 
 
+_SORT_ORDERS = frozenset(rpc_pb2.RangeRequest.SortOrder.values())
+_SORT_TARGETS = frozenset(rpc_pb2.RangeRequest.SortTarget.values())
+
+
 def check_range(r: rpc_pb2.RangeRequest) -> None:
     if not r.key:
         raise errors.EMPTY_KEY
+    if r.sort_order not in _SORT_ORDERS or r.sort_target not in _SORT_TARGETS:
+        raise errors.INVALID_SORT_OPTION
 
 
 def check_put(r: rpc_pb2.PutRequest) -> None:

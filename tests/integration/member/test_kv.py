@@ -147,6 +147,12 @@ BAD_INPUT = [
      IA, "etcdserver: duplicate key given in txn request"),
     ("empty request op", lambda m: m.kv.Txn(rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp()])), IA,
      "etcdserver: key not found"),
+    # etcd 3.5's check: etcd 3.4.23 crashes on these (a nil sort comparator)
+    ("range with an unknown sort order", lambda m: m.kv.Range(rpc_pb2.RangeRequest(key=b"a", sort_order=7)),
+     IA, "etcdserver: invalid sort option"),
+    ("txn range op with an unknown sort target", lambda m: m.kv.Txn(rpc_pb2.TxnRequest(failure=[
+        rpc_pb2.RequestOp(request_range=rpc_pb2.RangeRequest(key=b"a", sort_target=9, sort_order=1))])),
+     IA, "etcdserver: invalid sort option"),
 ]
 
 
