@@ -127,15 +127,18 @@ class RequireLeaderGate:
                             try:
                                 response = await anext(pending)
                             except StopAsyncIteration:
-                                return
+                                if not stream.lost:
+                                    return
+                                break  # the servicer ended quietly on our cancellation
                             except asyncio.CancelledError:
                                 if not stream.lost:  # the client went away, or the server stops
                                     raise
-                                stream.task.uncancel()
                                 break
                             finally:
                                 stream.waiting = False
                             yield response
+                    if stream.task.cancelling():
+                        stream.task.uncancel()  # the cancellation was ours: answered here
                     await abort_with(context, NO_LEADER)
                 finally:
                     streams.discard(stream)

@@ -48,15 +48,15 @@ from .cluster_service import ClusterService
 from .compactor import AutoCompactor, parse_retention
 from .errors import EtcdError
 from .grpc_glue import add_servicer
+from .health_service import HealthService
 from .kv_service import KVService
+from .leader_gate import RequireLeaderGate
+from .learner_gate import LearnerGate
 from .lease_routing import LeaseRouter
 from .lease_service import LeaseService
 from .lessor import Lessor, min_lease_ttl
 from .local_log import LocalLog
 from .maintenance_service import MaintenanceService
-from .health_service import HealthService
-from .leader_gate import RequireLeaderGate
-from .learner_gate import LearnerGate
 from .membership import STORE_META_KEY, Membership, parse_initial_cluster
 from .metrics import MemberMetrics
 from .proposer import Proposer, ResponseHeaders

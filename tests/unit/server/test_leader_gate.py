@@ -173,6 +173,37 @@ def test_a_leader_back_before_the_third_check_ends_nothing():
     asyncio.run(scenario())
 
 
+def test_a_servicer_that_returns_when_cancelled_still_ends_with_no_leader():
+    async def quiet(request, context):
+        yield "created"
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return  # swallows the cancellation
+
+    async def scenario():
+        state = {"leader": True}
+        gate = RequireLeaderGate(lambda: state["leader"], INTERVAL)
+        handler = gate.wrap(grpc.unary_stream_rpc_method_handler(quiet), "/etcdserverpb.Watch/Watch")
+        seen = []
+
+        async def consume():
+            async for response in handler.unary_stream(rpc_pb2.WatchRequest(), Context(REQUIRE)):
+                seen.append(response)
+
+        task = asyncio.create_task(consume())
+        await settle()
+        state["leader"] = False
+        for _ in range(MAX_NO_LEADER_CHECKS):
+            gate.check()
+        with pytest.raises(Aborted) as exc:
+            await task
+        assert exc.value.args == NO_LEADER and seen == ["created"]
+        assert task.cancelling() == 0  # the gate answered its own cancellation
+
+    asyncio.run(scenario())
+
+
 def test_the_monitor_ends_a_stream_once_the_leader_stays_gone():
     async def scenario():
         state = {"leader": True}
