@@ -13,7 +13,9 @@ Answers as etcd 3.4.23's `--listen-metrics-urls` endpoint does (checked against 
 - /health checks are counted as etcd counts them, in `etcd_server_health_success` and
   `etcd_server_health_failures`, added to what /metrics exposes. etcd types them as counters
   without the `_total` suffix, which the Python exposition cannot write (it appends `_total` to
-  every counter); we keep the names and expose them untyped.
+  every counter); we keep the names and expose them untyped. So are the other etcd counters
+  named without `_total` (`ETCD_COUNTERS_WITHOUT_TOTAL`), counted with prometheus_client
+  Counters of those names: their samples are exposed under etcd's names, untyped.
 
 The server is deliberately small: one request at a time per connection (keep-alive, no
 pipelining beyond reading requests in order), bodies of requests are read and ignored, and the
@@ -55,9 +57,17 @@ class _HealthCheckCounts:
                                   value=self.success)
 
 
+# etcd 3.4's counters whose names have no `_total` (rafthttp's snapshot counts); see the module doc
+ETCD_COUNTERS_WITHOUT_TOTAL = frozenset({
+    "etcd_network_snapshot_send_success", "etcd_network_snapshot_send_failures",
+    "etcd_network_snapshot_receive_success", "etcd_network_snapshot_receive_failures",
+})
+
+
 class _Exposition:
-    """What /metrics shows: the registry's families without `_created` samples (`*_total`
-    gauges untyped), then the health check counts."""
+    """What /metrics shows: the registry's families without `_created` samples, under etcd's
+    names and types where the Python exposition cannot write them (see the module doc), then the
+    health check counts."""
 
     def __init__(self, registry: CollectorRegistry, health_counts: _HealthCheckCounts):
         self._registry = registry
@@ -65,15 +75,22 @@ class _Exposition:
 
     def collect(self):
         for family in self._registry.collect():
-            yield _untyped_if_total_gauge(_without_created(family))
+            yield _as_etcd_exposes(_without_created(family))
         yield from self._health_counts.collect()
 
 
-def _untyped_if_total_gauge(family: Metric) -> Metric:
-    if family.type != "gauge" or not family.name.endswith("_total"):
+def _as_etcd_exposes(family: Metric) -> Metric:
+    """A `*_total` gauge untyped; a counter of ETCD_COUNTERS_WITHOUT_TOTAL untyped, its samples
+    without the `_total` prometheus_client gave them; any other family as it is."""
+    if family.type == "gauge" and family.name.endswith("_total"):
+        samples = family.samples
+    elif family.type == "counter" and family.name in ETCD_COUNTERS_WITHOUT_TOTAL:
+        total = family.name + "_total"
+        samples = [s._replace(name=family.name) if s.name == total else s for s in family.samples]
+    else:
         return family
     untyped = Metric(family.name, family.documentation, "unknown", family.unit)
-    untyped.samples = family.samples
+    untyped.samples = samples
     return untyped
 
 

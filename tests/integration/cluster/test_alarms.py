@@ -80,7 +80,7 @@ def test_nospace_reaches_every_member_and_a_follower_caught_up_by_snapshot(quota
         list(pool.map(lambda i: kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=b"gone/%d" % i), timeout=10),
                       range(400)))
     view.restart(follower)
-    wait_until(lambda: metric(view, follower, "etcd_network_snapshot_receive_success_total") >= 1,
+    wait_until(lambda: metric(view, follower, "etcd_network_snapshot_receive_success") >= 1,
                60, f"{follower} installed a snapshot\n{view.procs.log_tail('kv-' + follower)}")
     view.wait_converged(timeout=60)
     raised = settled_alarms(view)  # a slow member's own raise may have landed since

@@ -92,7 +92,7 @@ def test_auth_state_is_replicated_and_survives_restart_and_snapshot_catchup(smal
         list(pool.map(lambda i: kv.Put(rpc_pb2.PutRequest(key=b"pub/%05d" % i, value=b"v" * 100),
                                        metadata=root, timeout=10), range(PUTS)))
     view.restart(follower)
-    wait_until(lambda: metric(view, follower, "etcd_network_snapshot_receive_success_total") >= 1,
+    wait_until(lambda: metric(view, follower, "etcd_network_snapshot_receive_success") >= 1,
                60, f"{follower} received a snapshot\n{view.procs.log_tail('kv-' + follower)}")
     root = token(view, leader, "root", "rootpw")  # root's token still works, refreshed anyway
     after = assert_identical(view, root)

@@ -251,6 +251,8 @@ def test_health_routes_404_and_keepalive():
     async def scenario():
         registry = CollectorRegistry()
         Counter("kvproxy_test_reads", "A prometheus_client counter.", registry=registry).inc()
+        Counter("etcd_network_snapshot_send_success", "An etcd counter without _total.", ["To"],
+                registry=registry).labels("2").inc(3)
         async with serving(registry, health=health, routes={"/proxy/health": proxy_health}) as (_, port):
             return await asyncio.to_thread(requests, port)
 
@@ -266,6 +268,9 @@ def test_health_routes_404_and_keepalive():
     assert counts.value("etcd_server_health_success") == 1
     assert counts.value("etcd_server_health_failures") == 1
     assert counts.value("kvproxy_test_reads_total") == 1
+    # etcd's name, without the _total prometheus_client's Counter appends
+    assert counts.value("etcd_network_snapshot_send_success", To="2") == 3
+    assert "etcd_network_snapshot_send_success_total" not in counts.text
     assert "_created" not in counts.text  # as Go's client: no creation-time series
     assert promtool_problems(counts.text) == ""
 
