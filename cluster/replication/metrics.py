@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
 
 # etcd's layout for etcd_network_peer_round_trip_time_seconds: 0.1 ms doubling, 16 buckets
 _RTT_BUCKETS = tuple(0.0001 * 2 ** i for i in range(16))
@@ -91,3 +92,20 @@ class ReplicationMetrics:
         if inc is None:
             inc = self._received_inc[peer_id] = self.peer_received_bytes.labels(f"{peer_id:x}").inc
         inc(nbytes)
+
+
+class ActivePeersCollector:
+    """etcd_network_active_peers{Local, Remote}: 1 for each peer whose connection is up
+    (`PeerTransport.connected`), 0 for the other members. Collected at scrape time, on the loop
+    (the metrics endpoint runs there)."""
+
+    def __init__(self, local_id: int, transport):
+        self._local = f"{local_id:x}"
+        self._transport = transport
+
+    def collect(self):
+        family = GaugeMetricFamily("etcd_network_active_peers", "The current number of active peer connections.",
+                                   labels=["Local", "Remote"])
+        for peer_id in self._transport.peer_ids():
+            family.add_metric([self._local, f"{peer_id:x}"], 1 if self._transport.connected(peer_id) else 0)
+        yield family

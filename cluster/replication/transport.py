@@ -118,6 +118,7 @@ class PeerStream:
         self._heartbeat_sent_at: float | None = None  # oldest unanswered heartbeat (RTT)
         self._delivered = False  # a batch went out on the current call
         self.connected = False  # a batch went out and the call has not broken since
+        self._channel: grpc.aio.Channel | None = None  # while the writer task runs
         self._last_warning = 0.0
 
     def start(self) -> None:
@@ -131,6 +132,13 @@ class PeerStream:
             except (asyncio.CancelledError, Exception):
                 pass
             self._task = None
+            self._channel = None  # closed with the task
+
+    def channel_ready(self) -> bool:
+        """Whether the connection to the peer is up (its gRPC channel READY), traffic or not: a
+        follower sends another follower nothing, yet stays connected to it."""
+        channel = self._channel
+        return channel is not None and channel.get_state() == grpc.ChannelConnectivity.READY
 
     def heartbeat_answered(self) -> float | None:
         """A heartbeat response came back: seconds since the oldest unanswered heartbeat was
@@ -151,6 +159,7 @@ class PeerStream:
     async def _run(self) -> None:
         backoff = BACKOFF_INITIAL
         async with peer_channel(self.url, self._tls) as channel:
+            self._channel = channel
             stub = peer_pb2_grpc.RaftPeerStub(channel)
             while True:
                 call = stub.Stream()
@@ -339,6 +348,15 @@ class PeerTransport:
         channel = self._call_channels.pop(peer_id, None)
         if channel is not None:
             await channel.close()
+
+    def peer_ids(self) -> list[int]:
+        """The other members this member talks to (its current membership)."""
+        return list(self._peer_urls)
+
+    def connected(self, peer_id: int) -> bool:
+        """Whether this member's connection to `peer_id` is up (etcd's active peer)."""
+        stream = self._streams.get(peer_id)
+        return stream is not None and stream.channel_ready()
 
     def active_since(self, peer_id: int) -> float | None:
         """`time.monotonic()` since which messages from `peer_id` arrived without a gap longer

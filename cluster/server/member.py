@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -30,6 +31,7 @@ from cluster.grpc_wrapping import WrappingServer
 from cluster.mvcc.store import MVCCStore
 from cluster.raft.wal import WAL
 from cluster.replication.factory import build_replicated_log
+from cluster.replication.metrics import ActivePeersCollector
 from cluster.replication.transport import fetch_cluster_members
 from cluster.tls import TLSInfo, is_tls_url
 from monitoring.grpc_metrics import GrpcServerMetrics
@@ -72,6 +74,7 @@ log = logging.getLogger(__name__)
 # it: Go clientv3 with RejectOldCluster (Calico's datastore client sets it, for one) refuses a
 # cluster whose members report below 3.2 ("etcdclient: old cluster version").
 SERVER_VERSION = "3.4.0"
+CLUSTER_VERSION = "3.4"  # etcd_cluster_version: MAJOR.MINOR, as etcd's
 KEY_COUNT_INTERVAL = 5.0  # seconds between refreshes of etcd_debugging_mvcc_keys_total
 GRPC_OVERHEAD_BYTES = 512 * 1024  # etcd: grpc MaxRecvMsgSize = max-request-bytes + this
 SERVICE_NAMES = [s.full_name for s in rpc_pb2.DESCRIPTOR.services_by_name.values()]
@@ -274,6 +277,22 @@ class Member:
         m.gauge("etcd_server_proposals_pending", "The current number of pending proposals to commit.", lambda: len(self.wait))
         m.counter("etcd_server_proposals_failed_total", "The total number of failed proposals seen.", lambda: self.proposer.failed_total)
         m.gauge("etcd_server_quota_backend_bytes", "Current backend storage quota size in bytes.", lambda: self.quota.quota_bytes)
+        m.info("etcd_server_version", "Which version is running. 1 for 'server_version' label with current version.",
+               "server_version", SERVER_VERSION)
+        m.info("etcd_cluster_version", "Which version is running. 1 for 'cluster_version' label with current cluster version",
+               "cluster_version", CLUSTER_VERSION)
+        m.info("etcd_server_id", "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
+               "server_id", f"{self.member_id:x}")
+        m.gauge("etcd_server_is_learner", "Whether or not this member is a learner. 1 if is, 0 otherwise.",
+                lambda: 1 if self.membership.local.is_learner else 0)
+        m.gauge("etcd_debugging_mvcc_current_revision", "The current revision of store.", lambda: store.current_revision)
+        m.gauge("etcd_debugging_mvcc_compact_revision", "The revision of the last compaction in store.",
+                lambda: store.compact_revision or -1)  # etcd: -1 until the first compaction
+        m.gauge("os_fd_used", "The number of used file descriptors.", lambda: len(os.listdir("/proc/self/fd")))
+        m.gauge("os_fd_limit", "The file descriptor limit.", lambda: resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        peers = getattr(self.log, "peers", None)  # None: the single-member LocalLog
+        if peers is not None:
+            self.registry.register(ActivePeersCollector(self.member_id, peers))
 
     async def _count_keys(self) -> None:
         """Refresh the key count for etcd_debugging_mvcc_keys_total: a full count is a scan of
@@ -312,6 +331,7 @@ class Member:
 
     def _revoke_expired_lease(self, lease_id: int) -> None:
         """Lessor: an expired lease becomes a LeaseRevoke proposal (fire and forget)."""
+        self.metrics.lease_expired.inc()
         asyncio.create_task(self._propose_quietly(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lease_id)))
 
     def _raise_no_space(self) -> asyncio.Task | None:

@@ -37,7 +37,13 @@ class MemberMetrics:
         self.lease_revoked = Counter("etcd_debugging_lease_revoked", "The total number of revoked leases.", registry=r)
         self.lease_renewed = Counter("etcd_debugging_lease_renewed",
                                      "The number of renewed leases seen by the leader.", registry=r)
+        self.lease_expired = Counter("etcd_debugging_server_lease_expired",
+                                     "The total number of expired leases.", registry=r)
         self._registry = r
+
+    def info(self, name: str, doc: str, label: str, value: str) -> None:
+        """etcd's info gauge: 1 for the series whose `label` is `value` (a version, an ID)."""
+        Gauge(name, doc, [label], registry=self._registry).labels(value).set(1)
 
     def gauge(self, name: str, doc: str, fn) -> None:
         """A gauge whose value is `fn()` at scrape time."""

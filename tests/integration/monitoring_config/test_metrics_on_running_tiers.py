@@ -71,6 +71,17 @@ MEMBER_TYPES = {
     # etcd: counter without `_total`, which prometheus_client cannot write (docs/metrics.md)
     "etcd_server_health_success": "untyped",
     "etcd_server_health_failures": "untyped",
+    # beyond issue 7's list: what etcd 3.4.23 also exposes and has a meaning here
+    "etcd_server_version": "gauge",
+    "etcd_cluster_version": "gauge",
+    "etcd_server_id": "gauge",
+    "etcd_server_is_learner": "gauge",
+    "etcd_debugging_mvcc_current_revision": "gauge",
+    "etcd_debugging_mvcc_compact_revision": "gauge",
+    "etcd_debugging_server_lease_expired_total": "counter",
+    "etcd_network_active_peers": "gauge",
+    "os_fd_used": "gauge",
+    "os_fd_limit": "gauge",
 }
 PROXY_TYPES = {
     "grpc_server_started_total": "counter",
@@ -210,6 +221,43 @@ def test_traffic_is_counted_in_bytes_on_both_tiers(pages):
         assert _value(text, "etcd_network_client_grpc_sent_bytes_total") > 0, what
 
 
+def test_identity_revisions_peers_and_descriptors_read_as_etcds(stack, pages):
+    """The values of the identity and level gauges etcd 3.4.23 also exposes (its own page, read
+    beside, has the same series under the same labels)."""
+    ids = {}
+    for m in stack.cluster.members:
+        with grpc.insecure_channel(f"127.0.0.1:{m.client_port}") as channel:
+            status = rpc_pb2_grpc.MaintenanceStub(channel).Status(rpc_pb2.StatusRequest(), timeout=10)
+        ids[m.name] = status.header.member_id
+    for m in stack.cluster.members:
+        text = pages[f"member {m.name}"]
+        assert _value(text, 'etcd_server_version{server_version="3.4.0"}') == 1
+        assert _value(text, 'etcd_cluster_version{cluster_version="3.4"}') == 1
+        assert _value(text, f'etcd_server_id{{server_id="{ids[m.name]:x}"}}') == 1
+        assert _value(text, "etcd_server_is_learner") == 0
+        assert _value(text, "etcd_debugging_mvcc_current_revision") > 1
+        assert _value(text, "etcd_debugging_mvcc_compact_revision") == -1  # never compacted
+        for other in stack.cluster.members:
+            if other is not m:  # in touch with both peers
+                assert _value(text, f'etcd_network_active_peers{{Local="{ids[m.name]:x}",Remote="{ids[other.name]:x}"}}') == 1
+        assert 0 < _value(text, "os_fd_used") <= _value(text, "os_fd_limit")
+    etcd_page = _page(stack.etcd.members[0].metrics_url)  # one member: no peers to list
+    for name in ("etcd_server_version{", "etcd_cluster_version{", "etcd_server_id{",
+                 "etcd_debugging_mvcc_compact_revision -1", "os_fd_used "):
+        assert name in etcd_page, name
+
+
+def test_an_expired_lease_is_counted_by_the_leader(stack):
+    def expired_total() -> float:
+        return sum(_value(_page(m.metrics_url), "etcd_debugging_server_lease_expired_total") or 0
+                   for m in stack.cluster.members)
+
+    before = expired_total()
+    with grpc.insecure_channel(f"127.0.0.1:{stack.cluster.members[0].client_port}") as channel:
+        rpc_pb2_grpc.LeaseStub(channel).LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=2), timeout=10)
+    wait_until(lambda: expired_total() == before + 1, 30, "the expired lease counted once")
+
+
 def test_every_name_the_rules_and_dashboard_query_is_exposed(pages):
     exposed = set().union(*(_sample_names(text) for text in pages.values()))
     missing = {name: sorted(where) for name, where in queried_metric_names().items()
@@ -228,7 +276,8 @@ def test_send_failures_to_a_dead_member_and_a_proxy_without_upstream(stack, page
     survivors = [m for m in stack.cluster.members if m is not victim]
     with grpc.insecure_channel(f"127.0.0.1:{leader.client_port}") as channel:
         members = rpc_pb2_grpc.ClusterStub(channel).MemberList(rpc_pb2.MemberListRequest(), timeout=10).members
-    victim_id = next(f"{m.ID:x}" for m in members if m.name == victim.name)
+    hex_ids = {m.name: f"{m.ID:x}" for m in members}
+    victim_id = hex_ids[victim.name]
     failures = f'etcd_network_peer_sent_failures_total{{To="{victim_id}"}}'
 
     def failures_to_victim() -> float:   # summed: whichever survivor leads sends heartbeats
@@ -237,6 +286,10 @@ def test_send_failures_to_a_dead_member_and_a_proxy_without_upstream(stack, page
     stack.procs.kill(f"kv-{victim.name}")
     wait_until(lambda: failures_to_victim() >= before + 5, 30,
                f"send failures to {victim.name} counted by the leader", interval=0.5)
+    for m in survivors:  # both see their connection to it down, the follower too
+        active = f'etcd_network_active_peers{{Local="{hex_ids[m.name]}",Remote="{victim_id}"}}'
+        wait_until(lambda m=m, active=active: _value(_page(m.metrics_url), active) == 0, 30,
+                   f"{m.name} no longer counts {victim.name} as an active peer", interval=0.5)
 
     for m in survivors:
         stack.procs.kill(f"kv-{m.name}")
