@@ -331,8 +331,13 @@ class Member:
 
     def _revoke_expired_lease(self, lease_id: int) -> None:
         """Lessor: an expired lease becomes a LeaseRevoke proposal (fire and forget)."""
-        self.metrics.lease_expired.inc()
-        asyncio.create_task(self._propose_quietly(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lease_id)))
+        asyncio.create_task(self._revoke_expired(lease_id))
+
+    async def _revoke_expired(self, lease_id: int) -> None:
+        """Revoke an expired lease; counted in etcd_debugging_server_lease_expired_total once
+        revoked, as etcd counts it (a retry after a failed attempt is not counted twice)."""
+        if await self._propose_quietly(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lease_id)):
+            self.metrics.lease_expired.inc()
 
     def _raise_no_space(self) -> asyncio.Task | None:
         """ApplyLoop: a write took this member's store to the quota, or its map filled up; raise
@@ -353,12 +358,15 @@ class Member:
     async def _propose_alarm(self, req: rpc_pb2.AlarmRequest) -> None:
         await self._propose_quietly(alarm=req)
 
-    async def _propose_quietly(self, **request) -> None:
+    async def _propose_quietly(self, **request) -> bool:
+        """Propose and wait for the outcome; a failure is logged, not raised. True if applied."""
         try:
             await self.proposer.propose(**request)
         except EtcdError as exc:
             log.info("background proposal failed", extra={"fields": {
                 "request": next(iter(request)), "error": exc.message}})
+            return False
+        return True
 
     async def _resolve_membership(self) -> tuple[Membership, bool, bool]:
         """(membership, bootstrap, dirty): the store's record if it has one and a WAL (a
