@@ -19,7 +19,7 @@ import time
 
 import uvloop
 
-from cluster import cpu_policy, grpc_runtime
+from cluster import cpu_policy, etcd_flags, grpc_runtime
 
 grpc_runtime.configure()  # before anything below imports grpc
 
@@ -47,11 +47,21 @@ class JsonLineFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLineFormatter())
+def configure_logging(level: str, outputs: list[str] | None = None) -> None:
+    """Root logging at `level`, as JSON lines to etcd's --log-outputs targets: "default" and
+    "stderr" (stderr), "stdout", or a file path (appended to)."""
+    handlers = []
+    for target in outputs or ["default"]:
+        if target in ("default", "stderr"):
+            handlers.append(logging.StreamHandler(sys.stderr))
+        elif target == "stdout":
+            handlers.append(logging.StreamHandler(sys.stdout))
+        else:
+            handlers.append(logging.FileHandler(target))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    for handler in handlers:
+        handler.setFormatter(JsonLineFormatter())
+    root.handlers[:] = handlers
     root.setLevel({"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
                    "error": logging.ERROR, "panic": logging.CRITICAL,
                    "fatal": logging.CRITICAL}[level])
@@ -70,8 +80,25 @@ def _bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"invalid boolean value {value!r}")
 
 
+def _count(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n
+
+
+def _uint32(value: str) -> int:
+    n = int(value)
+    if not 0 <= n < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"out of range for uint32: {n}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kvcluster", description="A kvstack member (etcd v3 API).")
+    # allow_abbrev off: Go's flag package takes no abbreviations, and an ETCD_* variable must
+    # conflict with its flag exactly when etcd says it does (etcd_flags.py)
+    p = argparse.ArgumentParser(prog="kvcluster", description="A kvstack member (etcd v3 API).",
+                                allow_abbrev=False)
     a = p.add_argument
     a("--name", default="default")
     a("--data-dir", default=None, help="default: ${name}.etcd")
@@ -114,6 +141,30 @@ def build_parser() -> argparse.ArgumentParser:
     a("--auth-token-ttl", type=int, default=300, help="seconds a simple token lives after its last use")
     a("--experimental-local-log", action="store_true",
       help="ours, not etcd's: a single member without Raft, on the fsync'd local log")
+    a("--wal-dir", default="", help="dedicated WAL directory (default: <data-dir>/member/wal)")
+    a("--max-snapshots", type=_count, default=5, help="snapshot files to retain (0 is unlimited)")
+    a("--max-wals", type=_count, default=5, help="WAL files to retain (0 is unlimited)")
+    a("--strict-reconfig-check", type=_bool, nargs="?", const=True, default=True,
+      help="reject reconfiguration requests that would cause quorum loss")
+    a("--pre-vote", type=_bool, nargs="?", const=True, default=True,
+      help="run a pre-vote phase before elections (default true here, as etcd 3.5; etcd 3.4: false)")
+    a("--initial-election-tick-advance", type=_bool, nargs="?", const=True, default=True,
+      help="fast-forward the election ticks on boot, for a faster first election")
+    a("--grpc-keepalive-min-time", type=parse_duration, default="5s",
+      help="minimum interval a client should wait between pings")
+    a("--grpc-keepalive-interval", type=parse_duration, default="2h",
+      help="frequency of server-to-client pings on idle connections (0 to disable)")
+    a("--grpc-keepalive-timeout", type=parse_duration, default="20s",
+      help="wait for a ping's answer before closing the connection (0 to disable)")
+    a("--max-concurrent-streams", type=_uint32, default=2 ** 32 - 1,
+      help="maximum concurrent streams each client connection may open")
+    a("--experimental-warning-apply-duration", type=parse_duration, default="100ms",
+      help="log a warning and count etcd_server_slow_apply_total for applies that take longer")
+    a("--debug", type=_bool, nargs="?", const=True, default=False,
+      help="deprecated in etcd 3.4: --log-level debug")
+    a("--log-outputs", type=_urls, default=["default"],
+      help="comma-separated: default, stderr, stdout, or file paths (appended to)")
+    etcd_flags.add_etcd_only_flags(p, etcd_flags.MEMBER_NO_EFFECT, etcd_flags.MEMBER_UNSUPPORTED)
     return p
 
 
@@ -155,10 +206,22 @@ def config_from_args(args: argparse.Namespace) -> MemberConfig:
         snapshot_catchup_entries=args.experimental_snapshot_catchup_entries,
         auto_compaction_mode=args.auto_compaction_mode,
         auto_compaction_retention=args.auto_compaction_retention,
-        watch_progress_notify_interval=parse_duration(args.experimental_watch_progress_notify_interval),
+        # 0 keeps the default, as etcd
+        watch_progress_notify_interval=parse_duration(args.experimental_watch_progress_notify_interval) or 600.0,
         local_log=args.experimental_local_log,
         auth_token=args.auth_token,
         auth_token_ttl=float(args.auth_token_ttl),
+        wal_dir=args.wal_dir,
+        max_snapshots=args.max_snapshots,
+        max_wals=args.max_wals,
+        strict_reconfig_check=args.strict_reconfig_check,
+        pre_vote=args.pre_vote,
+        initial_election_tick_advance=args.initial_election_tick_advance,
+        grpc_keepalive_min_time=args.grpc_keepalive_min_time,
+        grpc_keepalive_interval=args.grpc_keepalive_interval,
+        grpc_keepalive_timeout=args.grpc_keepalive_timeout,
+        max_concurrent_streams=args.max_concurrent_streams,
+        warning_apply_duration=args.experimental_warning_apply_duration,
     )
 
 
@@ -184,13 +247,27 @@ def main(argv: list[str] | None = None) -> int:
         from . import snapshot_restore
 
         return snapshot_restore.main(argv[1:])
-    args = build_parser().parse_args(argv)
-    configure_logging(args.log_level)
+    parser = build_parser()
     try:
+        argv, flag_messages = etcd_flags.prepare_argv(parser, argv, os.environ)
+    except etcd_flags.EnvFlagError as exc:
+        print(f"kvcluster: {exc}", file=sys.stderr)
+        return 1  # as etcd
+    args = parser.parse_args(argv)
+    try:
+        configure_logging("debug" if args.debug else args.log_level, args.log_outputs)
+    except OSError as exc:
+        print(f"kvcluster: cannot open --log-outputs: {exc}", file=sys.stderr)
+        return 2
+    try:
+        flag_messages += etcd_flags.check_etcd_only(args, etcd_flags.MEMBER_NO_EFFECT,
+                                                    etcd_flags.MEMBER_UNSUPPORTED, "kvcluster")
         cfg = config_from_args(args)
     except ValueError as exc:
         print(f"kvcluster: {exc}", file=sys.stderr)
         return 2
+    for level, message in flag_messages:
+        logging.getLogger("cluster.flags").log(level, message)
     cpu_policy.configure()  # before the member starts any thread
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         try:

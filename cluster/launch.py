@@ -81,7 +81,9 @@ class ProcessGroup:
     (workers and children included). Output goes to a log file under `log_dir`, whose tail is
     available for assertion messages through `log_tail(name)`. Their TMPDIR is `log_dir/tmp`, so
     what a SIGKILLed process leaves there (a proxy supervisor's worker-metrics dir, say) goes
-    away with `log_dir` instead of piling up in /tmp.
+    away with `log_dir` instead of piling up in /tmp. They do not inherit `ETCD_*` variables
+    (only those `start` is given): their flags are all on their command lines, and etcd and
+    kvcluster refuse to start when a flag is given both ways (cluster/etcd_flags.py).
     """
 
     def __init__(self, log_dir: str):
@@ -95,7 +97,8 @@ class ProcessGroup:
         log = open(os.path.join(self.log_dir, f"{name}.log"), "ab")
         proc = subprocess.Popen(
             list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env={**os.environ, "TMPDIR": self._tmp_dir, **(env or {})},
+            start_new_session=True, env={**{k: v for k, v in os.environ.items() if not k.startswith("ETCD_")},
+                                         "TMPDIR": self._tmp_dir, **(env or {})},
         )
         log.close()
         previous = self.procs.get(name)

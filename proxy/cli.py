@@ -5,7 +5,9 @@
 
 etcd-compatible flags: --endpoints, --listen-addr, --metrics-addr, --namespace, --cert, --key,
 --cacert (TLS to the cluster), --cert-file, --key-file, --trusted-ca-file, --auto-tls (TLS to
-clients), --data-dir, --max-send-bytes, --max-recv-bytes. Ours: --workers, --cache-max-entries, --cache-max-bytes,
+clients), --data-dir, --max-send-bytes, --max-recv-bytes, --max-concurrent-streams, --debug; the
+rest of etcd 3.4's are accepted without effect or refused unless left at their default
+(cluster/etcd_flags.py, PROXY_NO_EFFECT and PROXY_UNSUPPORTED; docs/proxy.md). Ours: --workers, --cache-max-entries, --cache-max-bytes,
 --max-requests-per-client-per-second, --max-requests-per-key-per-second,
 --linearizable-read-interval-ms, --cache-user,
 --log-level.
@@ -23,7 +25,7 @@ import sys
 
 import uvloop
 
-from cluster import cpu_policy
+from cluster import cpu_policy, etcd_flags
 from cluster.tls import TLSInfo, self_signed
 
 from .server import ProxyConfig, ProxyServer, listen_hostport
@@ -32,6 +34,13 @@ from .upstream import DEFAULT_MAX_RECV_BYTES, DEFAULT_MAX_SEND_BYTES
 
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _uint32(value: str) -> int:
+    n = int(value)
+    if not 0 <= n < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"out of range for uint32: {n}")
+    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
       help="USER:PASSWORD for the cache's keyspace watch when the cluster has auth enabled (the user "
            "needs read permission on every key served); without it the cache stays off under auth")
     a("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    a("--debug", action="store_true", help="as etcd's: --log-level debug")
+    a("--max-concurrent-streams", type=_uint32, default=2 ** 32 - 1,
+      help="maximum concurrent streams each client connection may open")
+    etcd_flags.add_etcd_only_flags(start, etcd_flags.PROXY_NO_EFFECT, etcd_flags.PROXY_UNSUPPORTED)
     # Set by the supervisor of --workers N for each worker it starts (proxy/workers.py).
     a("--worker-metrics-dir", default="", help=argparse.SUPPRESS)
     return parser
@@ -93,6 +106,7 @@ def config_from_args(args: argparse.Namespace) -> ProxyConfig:
         max_requests_per_key_per_second=args.max_requests_per_key_per_second,
         cache_user=args.cache_user,
         linearizable_read_interval_ms=args.linearizable_read_interval_ms,
+        max_concurrent_streams=args.max_concurrent_streams,
     )
 
 
@@ -131,7 +145,15 @@ async def serve(config: ProxyConfig, *, worker_metrics_dir: str = "") -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging("debug" if args.debug else args.log_level)
+    try:
+        flag_messages = etcd_flags.check_etcd_only(args, etcd_flags.PROXY_NO_EFFECT,
+                                                   etcd_flags.PROXY_UNSUPPORTED, "kvproxy")
+    except ValueError as exc:
+        print(f"kvproxy: {exc}", file=sys.stderr)
+        return 2
+    for level, message in flag_messages:
+        logging.getLogger("proxy.flags").log(level, message)
     config = config_from_args(args)
     cpu_policy.configure()  # before any thread starts; --workers' processes inherit it
     if config.workers > 1:

@@ -64,6 +64,7 @@ class ProxyConfig:
     max_requests_per_key_per_second: float = 0.0
     linearizable_read_interval_ms: float = 25.0  # pacing of one hot key's linearizable reads
     cache_user: str = ""  # USER:PASSWORD for the cache's keyspace watch when auth is on upstream
+    max_concurrent_streams: int = 2 ** 32 - 1  # per client connection (etcd's flag)
 
     @property
     def upstream_tls(self) -> bool:
@@ -128,6 +129,7 @@ class ProxyServer:
             ("grpc.so_reuseport", 1 if self._reuse_port else 0),
             ("grpc.max_receive_message_length", cfg.max_recv_bytes),
             ("grpc.max_send_message_length", -1),
+            ("grpc.max_concurrent_streams", min(cfg.max_concurrent_streams, 2 ** 31 - 1)),  # a C int
             # grpc core cancels calls beyond 1,000 not yet picked up by the application; a proxy
             # in front of thousands of clients must accept them (etcd has no such limit).
             ("grpc.server.max_pending_requests", 100_000),

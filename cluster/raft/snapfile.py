@@ -50,8 +50,9 @@ class SnapshotFiles:
     """The snapshot directory of a member."""
 
     def __init__(self, dirpath, keep: int = 5) -> None:
-        if keep < 1:
-            raise ValueError("keep at least one snapshot")
+        """`keep`: how many snapshot files to retain (etcd's --max-snapshots); 0 keeps all."""
+        if keep < 0:
+            raise ValueError("keep must be >= 0")
         self.dir = Path(dirpath)
         self.keep = keep
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -118,8 +119,8 @@ class SnapshotFiles:
         return None
 
     def purge(self) -> list[Path]:
-        """Delete all but the newest ``keep`` snapshot files."""
-        removed = [self.path_of(i, t) for i, t in self.list()[: -self.keep]]
+        """Delete all but the newest ``keep`` snapshot files (none when ``keep`` is 0)."""
+        removed = [self.path_of(i, t) for i, t in self.list()[: -self.keep]] if self.keep else []
         for p in removed:
             p.unlink()
         return removed

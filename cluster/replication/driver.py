@@ -136,11 +136,14 @@ class RaftDriver:
                  image: StoreImage | None = None,
                  snapshot_count: int = DEFAULT_SNAPSHOT_COUNT,
                  catch_up_entries: int = CATCH_UP_ENTRIES,
-                 commit_notice_delay: float = COMMIT_NOTICE_DELAY):
+                 commit_notice_delay: float = COMMIT_NOTICE_DELAY,
+                 pre_vote: bool = True, initial_election_tick_advance: bool = True):
         """`voters`: the founding members' ids (used only to bootstrap an empty log).
         `election_ticks`: election timeout in ticks (etcd: election-timeout / heartbeat-interval);
         the heartbeat is one tick. Callbacks run on the loop. `image`: the store as snapshots
-        see it; without one the log is never compacted and leader snapshots cannot be installed."""
+        see it; without one the log is never compacted and leader snapshots cannot be installed.
+        `pre_vote`, `initial_election_tick_advance`: etcd's --pre-vote and
+        --initial-election-tick-advance."""
         self.node_id = node_id
         self._voters = sorted(voters)
         self._wal = wal
@@ -151,6 +154,8 @@ class RaftDriver:
         self._on_fatal = on_fatal
         self._on_leader_change = on_leader_change
         self._rng = rng or random.Random()
+        self._pre_vote = pre_vote
+        self._tick_advance = initial_election_tick_advance
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
         self._storage = MemoryStorage()
         self._node: RawNode | None = None
@@ -219,7 +224,7 @@ class RaftDriver:
         self._storage.set_hard_state(hard_state)
         self._node = RawNode(Config(
             id=self.node_id, storage=self._storage, rng=self._rng, applied=snap_index,
-            election_tick=self._election_ticks, heartbeat_tick=1))
+            election_tick=self._election_ticks, heartbeat_tick=1, pre_vote=self._pre_vote))
         if fresh and self._voters:  # a member joining a running cluster starts empty
             self._node.bootstrap(self._voters)
         self._apply = apply
@@ -237,7 +242,8 @@ class RaftDriver:
         # Deliver what this member already knows to be committed before serving anything.
         await self._wait_applied(max(hard_state.commit, len(self._voters) if fresh else 0))
         await self._network.start(self)
-        self._hasten_first_election()
+        if self._tick_advance:
+            self._hasten_first_election()
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="raft-tick"))
 
     def propose(self, data: bytes) -> None:

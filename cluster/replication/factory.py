@@ -62,7 +62,7 @@ def check_flags(cfg) -> None:
 def build_replicated_log(cfg, membership: Membership, member_dir: str, registry: CollectorRegistry,
                          *, observe_fsync=None, on_fatal=None, image=None, bootstrap=True,
                          on_removed=None) -> RaftDriver:
-    """A `RaftDriver` for this member: WAL under `member_dir`/wal, snapshot files under
+    """A `RaftDriver` for this member: WAL under `member_dir`/wal (or --wal-dir), snapshot files under
     `member_dir`/snap, peers from `membership`, metrics in `registry`; `image`: the store as
     snapshots see it (seam.StoreImage). `bootstrap`: an empty log starts with `membership`'s
     voters (a new cluster), else empty (joining a running one). `on_removed()`: a peer refused
@@ -84,8 +84,10 @@ def build_replicated_log(cfg, membership: Membership, member_dir: str, registry:
         removed=membership.removed, on_removed=on_removed)
     return RaftDriver(
         local.id, [m.id for m in membership.voters()] if bootstrap else [],
-        MemberWAL(os.path.join(member_dir, "wal"), local.id, membership.cluster_id,
-                  snap_dir=os.path.join(member_dir, "snap"), segment_size=_segment_size()),
+        MemberWAL(getattr(cfg, "wal_dir", "") or os.path.join(member_dir, "wal"), local.id,
+                  membership.cluster_id, snap_dir=os.path.join(member_dir, "snap"),
+                  segment_size=_segment_size(), max_snapshots=getattr(cfg, "max_snapshots", 5),
+                  max_wals=getattr(cfg, "max_wals", 5)),
         transport,
         tick_interval=cfg.heartbeat_interval_ms / 1000,
         election_ticks=cfg.election_timeout_ms // cfg.heartbeat_interval_ms,
@@ -94,7 +96,9 @@ def build_replicated_log(cfg, membership: Membership, member_dir: str, registry:
         on_leader_change=lambda _lead: metrics.leader_changes.inc(),
         count_read_round=metrics.read_indexes.inc, count_reads=metrics.count_reads,
         image=image, snapshot_count=cfg.snapshot_count,
-        catch_up_entries=getattr(cfg, "snapshot_catchup_entries", CATCH_UP_ENTRIES))
+        catch_up_entries=getattr(cfg, "snapshot_catchup_entries", CATCH_UP_ENTRIES),
+        pre_vote=getattr(cfg, "pre_vote", True),
+        initial_election_tick_advance=getattr(cfg, "initial_election_tick_advance", True))
 
 
 def _segment_size() -> int:

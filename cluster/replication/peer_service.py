@@ -250,7 +250,7 @@ async def start_peer_server(listen_urls: list[str], service: RaftPeerService,
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 1000),
         ("grpc.http2.max_ping_strikes", 0),
     ])
     peer_pb2_grpc.add_RaftPeerServicer_to_server(service, server)

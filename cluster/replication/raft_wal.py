@@ -40,13 +40,20 @@ class MemberWAL:
     """Implements driver.RaftWAL over cluster.raft.wal.WAL in `dirpath`."""
 
     def __init__(self, dirpath: str, member_id: int, cluster_id: int, *,
-                 snap_dir: str | None = None, segment_size: int = DEFAULT_SEGMENT_SIZE):
-        """`snap_dir`: the snapshot directory (default: `snap` beside `dirpath`)."""
+                 snap_dir: str | None = None, segment_size: int = DEFAULT_SEGMENT_SIZE,
+                 max_snapshots: int = 5, max_wals: int = 5):
+        """`snap_dir`: the snapshot directory (default: `snap` beside `dirpath`).
+        `max_snapshots`: snapshot files kept (etcd's --max-snapshots; 0: all). `max_wals`
+        (etcd's --max-wals): 0 keeps every WAL segment; otherwise the segments a snapshot
+        covers are deleted, so fewer than `max_wals` remain unless the log since the last
+        snapshot needs more (etcd never deletes those either)."""
         self.dir = Path(dirpath)
         self.member_id = member_id
         self.cluster_id = cluster_id
         self.snap_dir = Path(snap_dir) if snap_dir else self.dir.parent / "snap"
         self.segment_size = segment_size
+        self.max_snapshots = max_snapshots
+        self.max_wals = max_wals
         self.snapshot: Snapshot | None = None  # the newest durable snapshot, after load()
         self._snapfiles: SnapshotFiles | None = None
         self._wal: WAL | None = None
@@ -55,7 +62,7 @@ class MemberWAL:
         """The last HardState and the entries after the newest durable snapshot (that snapshot,
         one with a WAL marker and its file, is left in `self.snapshot`, or None)."""
         identity = _IDENTITY.pack(self.member_id, self.cluster_id)
-        self._snapfiles = SnapshotFiles(self.snap_dir)
+        self._snapfiles = SnapshotFiles(self.snap_dir, keep=self.max_snapshots)
         self.snapshot = None
         if not WAL.exists(self.dir):
             self._wal = WAL.create(self.dir, metadata=identity, segment_size=self.segment_size)
@@ -110,12 +117,12 @@ class MemberWAL:
     def compact(self, snapshot: Snapshot) -> int:
         """Record `snapshot` (taken by this member at its applied index; the store must already
         be durable up to it): snapshot file, WAL marker + fsync, then delete the WAL segments it
-        covers. Returns the number of segments deleted."""
+        covers (unless `max_wals` is 0). Returns the number of segments deleted."""
         self._snapfiles.save(snapshot)
         self._wal.save(None, [], snapshot=SnapshotMarker(snapshot.metadata.index, snapshot.metadata.term))
         self._wal.sync()
         self.snapshot = snapshot
-        return len(self._wal.release_to(snapshot.metadata.index))
+        return len(self._wal.release_to(snapshot.metadata.index)) if self.max_wals else 0
 
     def received_db_path(self, index: int, term: int) -> Path:
         """Where a store image received from the leader for snapshot (index, term) waits until

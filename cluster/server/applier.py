@@ -76,7 +76,9 @@ class ApplyLoop:
                  observe_commit: Callable[[float], None] | None = None,
                  count_ops: Callable[[internal_pb2.InternalRequest], None] | None = None,
                  auth=None, quota_bytes: int = 0,
-                 on_no_space: Callable[[], asyncio.Future | None] | None = None):
+                 on_no_space: Callable[[], asyncio.Future | None] | None = None,
+                 warning_apply_duration: float = 0.1,
+                 count_slow_apply: Callable[[], None] | None = None):
         self.store = store
         self.lessor = lessor
         self.alarms = alarms
@@ -92,6 +94,10 @@ class ApplyLoop:
         # event loop: propose this member's NOSPACE alarm; returns the proposal's future, or
         # None when a NOSPACE alarm is already active
         self._on_no_space = on_no_space
+        # etcd's --experimental-warning-apply-duration: an entry whose apply (on the apply
+        # thread, the batch's commit not included) takes longer is logged and counted
+        self._warning_apply_duration = warning_apply_duration
+        self._count_slow_apply = count_slow_apply
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply")
         self._compaction_task: asyncio.Task | None = None
         self._compaction_waiters: list[asyncio.Future] = []
@@ -222,6 +228,7 @@ class ApplyLoop:
                 except Exception:  # not ours to judge further: skip, but keep the index moving
                     log.error("undecodable log entry", extra={"fields": {"index": entry.index}})
                     continue
+                started = time.monotonic()
                 try:
                     if self.auth is not None and self.auth.handles(req):
                         result = self.auth.apply(batch, req, entry.index)
@@ -235,6 +242,9 @@ class ApplyLoop:
                     result = exc
                 if self._count_ops is not None and not isinstance(result, errors.EtcdError):
                     self._count_ops(req)
+                took = time.monotonic() - started
+                if took > self._warning_apply_duration:
+                    self._slow_apply(req, took, entry.index)
                 outcome.results.append((req.id, result))
             if self.membership_dirty and self.membership is not None:
                 batch.put_server_meta(STORE_META_KEY, self.membership.encode())
@@ -250,6 +260,14 @@ class ApplyLoop:
         self.alarms.commit_staged()
         outcome.revision = self.store.current_revision
         return outcome
+
+    def _slow_apply(self, req: internal_pb2.InternalRequest, took: float, index: int) -> None:
+        """Apply thread. etcd's "apply request took too long" (values not logged)."""
+        log.warning("apply request took too long", extra={"fields": {
+            "took": f"{took * 1000:.3f}ms", "expected-duration": f"{self._warning_apply_duration * 1000:g}ms",
+            "request": req.WhichOneof("request"), "request_id": req.id, "index": index}})
+        if self._count_slow_apply is not None:
+            self._count_slow_apply()
 
     def _quota_checked(self, outcome: BatchOutcome, request_id: int, kind: str, req, resp):
         """etcd's quotaApplierV3: a write that grows the store is applied, but answered with

@@ -15,7 +15,7 @@ Who does what:
   view of peer liveness that matters.
 - On the leader, changes run one at a time (a lock): first a read barrier (everything committed
   is applied, so the membership checked is current), then the strict checks (etcd's
-  --strict-reconfig-check, always on), then the ConfChange proposal (Proposer), awaited until
+  --strict-reconfig-check, on by default), then the ConfChange proposal (Proposer), awaited until
   applied; the response's member list is the membership after the change.
 
 Strict checks (etcd 3.4 mayAddMember / mayRemoveMember / mayPromoteMember; "started" = has
@@ -29,6 +29,7 @@ counting itself):
 - promote: the learner's replicated index below 90% of the leader's -> "can only promote a
   learner member which is in sync with leader"; not enough started voters -> "not enough started
   members".
+With --strict-reconfig-check=false, as etcd, none of these run except the learner's readiness.
 Then etcd's ValidateConfigurationChange: unknown or removed ID -> "member not found" (etcd's
 gRPC layer maps ErrIDRemoved to it), existing ID -> "member ID already exist", a peer URL used
 by another member -> "Peer URLs already exists", a second learner -> "too many learner members
@@ -92,8 +93,9 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
     """The Cluster service of one member; also answers the peer transport's `ClusterHandler`."""
 
     def __init__(self, membership: Membership, headers: ResponseHeaders, log_, proposer: Proposer,
-                 *, request_timeout: float):
+                 *, request_timeout: float, strict_reconfig_check: bool = True):
         self._membership = membership
+        self._strict = strict_reconfig_check  # --strict-reconfig-check
         self._headers = headers
         self._log = log_
         self._proposer = proposer
@@ -257,6 +259,8 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         return len(voters), sum(1 for v in voters if v.started)
 
     def _may_add(self, is_learner: bool) -> None:
+        if not self._strict:
+            return
         if not is_learner:
             n, started = self._started_voters()
             n += 1
@@ -267,6 +271,8 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
             raise errors.UNHEALTHY
 
     def _may_remove(self, mid: int) -> None:
+        if not self._strict:
+            return
         target = self._membership.get(mid)
         if target is not None and target.is_learner:
             return
@@ -287,6 +293,8 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
             leader = self._log.match_index(self._membership.local_id) or 0
             if match < leader * LEARNER_READY_PERCENT:
                 raise errors.LEARNER_NOT_READY
+        if not self._strict:
+            return  # as etcd: a learner's readiness is checked in any case
         n, started = self._started_voters()
         if started + 1 < _quorum(n + 1):
             raise errors.MEMBER_NOT_ENOUGH_STARTED

@@ -110,6 +110,25 @@ class MemberConfig:
     peer_tls: TLSInfo = field(default_factory=TLSInfo)  # https:// peer URLs, served and dialed
     auth_token: str = "simple"  # --auth-token: "simple" or "jwt,pub-key=...,priv-key=...,..."
     auth_token_ttl: float = 300.0  # --auth-token-ttl (simple tokens), seconds
+    wal_dir: str = ""  # --wal-dir; "": <data-dir>/member/wal
+    max_snapshots: int = 5  # snapshot files kept (0: all)
+    max_wals: int = 5  # WAL segments kept, of those a snapshot covers (0: all)
+    strict_reconfig_check: bool = True  # refuse membership changes that would cost the quorum
+    pre_vote: bool = True  # etcd 3.4's default is false, 3.5's true
+    initial_election_tick_advance: bool = True
+    grpc_keepalive_min_time: float = 5.0  # seconds; client pings more often are refused
+    grpc_keepalive_interval: float = 7200.0  # seconds between pings to idle clients; 0: none
+    grpc_keepalive_timeout: float = 20.0  # seconds to wait for a ping's answer; 0: forever
+    max_concurrent_streams: int = 2 ** 32 - 1  # per client connection
+    warning_apply_duration: float = 0.1  # an apply taking longer is logged and counted
+
+
+GRPC_INT_MAX = 2 ** 31 - 1  # grpc core's integer channel arguments are C ints
+
+
+def _grpc_ms(seconds: float) -> int:
+    """A keepalive duration as grpc core takes it; 0 (etcd: disabled) is "never"."""
+    return min(int(seconds * 1000), GRPC_INT_MAX) if seconds > 0 else GRPC_INT_MAX
 
 
 def host_port(url: str) -> str:
@@ -133,6 +152,7 @@ class Member:
         self._removed = False  # removed from the cluster: stopping
         self._peer_updates: set[asyncio.Task] = set()
         self._member_dir = os.path.join(cfg.data_dir, "member")
+        self._wal_dir = cfg.wal_dir or os.path.join(self._member_dir, "wal")  # --wal-dir
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="read")
         self._stopped = asyncio.Event()
         self.store = None
@@ -174,13 +194,16 @@ class Member:
                                     observe_commit=self.metrics.backend_commit.observe,
                                     count_ops=self.metrics.count_applied, auth=self.auth,
                                     quota_bytes=quota_bytes_from_flag(cfg.quota_backend_bytes),
-                                    on_no_space=self._raise_no_space)
+                                    on_no_space=self._raise_no_space,
+                                    warning_apply_duration=cfg.warning_apply_duration,
+                                    count_slow_apply=self.metrics.slow_applies.inc)
         self.proposer = Proposer(self.log, self.wait, RequestIdGenerator(self.member_id),
                                  max_request_bytes=cfg.max_request_bytes, timeout=cfg.request_timeout)
         self.quota = BackendQuota(store, self.alarms, quota_bytes_from_flag(cfg.quota_backend_bytes),
                                   self.member_id, self._propose_alarm)
         self.cluster_service = ClusterService(self.membership, self.headers, self.log, self.proposer,
-                                              request_timeout=cfg.request_timeout)
+                                              request_timeout=cfg.request_timeout,
+                                              strict_reconfig_check=cfg.strict_reconfig_check)
         if peers is not None:
             peers.serve_cluster(self.cluster_service)
         self.apply_loop.membership_dirty = dirty  # not in the store yet: written with the next batch
@@ -225,15 +248,16 @@ class Member:
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", cfg.max_request_bytes + GRPC_OVERHEAD_BYTES),
             ("grpc.max_send_message_length", 2 ** 31 - 1),
-            ("grpc.max_concurrent_streams", 2 ** 31 - 1),
+            ("grpc.max_concurrent_streams", min(cfg.max_concurrent_streams, GRPC_INT_MAX)),
             # grpc core cancels calls beyond 1,000 not yet picked up by the application; etcd
             # has no such limit, and thousands of clients may connect at once.
             ("grpc.server.max_pending_requests", 100_000),
             ("grpc.server.max_pending_requests_hard_limit", 100_000),
-            # etcd's keepalive defaults: ping idle clients every 2 h, allow client pings every 5 s
-            ("grpc.keepalive_time_ms", 2 * 3600 * 1000),
-            ("grpc.keepalive_timeout_ms", 20_000),
-            ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
+            # --grpc-keepalive-*: ping idle clients (default every 2 h), wait for the answer
+            # (20 s), refuse clients pinging more often than every 5 s
+            ("grpc.keepalive_time_ms", _grpc_ms(cfg.grpc_keepalive_interval)),
+            ("grpc.keepalive_timeout_ms", _grpc_ms(cfg.grpc_keepalive_timeout)),
+            ("grpc.http2.min_ping_interval_without_data_ms", int(cfg.grpc_keepalive_min_time * 1000)),
         ])
         services = {
             "KV": KVService(self.store, self.log, self.proposer, self.headers, self.quota, self.apply_loop,
@@ -417,7 +441,7 @@ class Member:
         cfg = self.cfg
         raw = await asyncio.get_running_loop().run_in_executor(
             self._readers, self.store.server_meta, STORE_META_KEY)
-        if raw is not None and WAL.exists(os.path.join(self._member_dir, "wal")):
+        if raw is not None and WAL.exists(self._wal_dir):
             return Membership.decode(raw), True, False
         # (a record without a WAL: a store restored from a snapshot, which starts a new cluster
         # from the flags, as etcd's snapshot restore rewrites the membership)
@@ -492,7 +516,7 @@ class Member:
         if len(self.membership.members) != 1:
             raise ValueError("--experimental-local-log runs a single member: --initial-cluster lists "
                              f"{len(self.membership.members)}")
-        return LocalLog(os.path.join(self._member_dir, "local-log"), self.member_id,
+        return LocalLog(self.cfg.wal_dir or os.path.join(self._member_dir, "local-log"), self.member_id,
                         observe_fsync=self.metrics.wal_fsync.observe, on_fatal=self._fatal,
                         make_applied_durable=self.store.sync)
 

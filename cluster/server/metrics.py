@@ -39,6 +39,9 @@ class MemberMetrics:
                                      "The number of renewed leases seen by the leader.", registry=r)
         self.lease_expired = Counter("etcd_debugging_server_lease_expired",
                                      "The total number of expired leases.", registry=r)
+        self.slow_applies = Counter("etcd_server_slow_apply",
+                                    "The total number of slow apply requests (likely overloaded from slow disk).",
+                                    registry=r)
         self._registry = r
 
     def info(self, name: str, doc: str, label: str, value: str) -> None:

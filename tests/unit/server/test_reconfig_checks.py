@@ -32,11 +32,12 @@ class FakeLog:
         return self._match.get(mid)
 
 
-def service(down=(), match=None):
+def service(down=(), match=None, strict=True):
     m = Membership.from_flags("a", ",".join(f"{n}={u}" for n, u in URLS.items()), [URLS["a"]], [], "t")
     long_ago = time.monotonic() - 60
     peers = FakePeers({x.id: (None if x.name in down else long_ago) for x in m.members})
-    return ClusterService(m, None, FakeLog(peers, match or {}), None, request_timeout=1), m
+    return ClusterService(m, None, FakeLog(peers, match or {}), None, request_timeout=1,
+                          strict_reconfig_check=strict), m
 
 
 def ids(m):
@@ -78,8 +79,7 @@ def test_remove_protects_the_active_quorum_but_a_down_member_may_go():
     assert exc.value is errors.MEMBER_NOT_ENOUGH_STARTED
 
 
-def test_promote_needs_a_learner_in_sync():
-    svc, m = service(match={})
+def assert_promotes_only_a_learner_in_sync(svc, m):
     m.apply_change(MC(kind=MC.ADD, member_id=10, peer_urls=["http://127.0.0.1:10"], is_learner=True))
     svc._log._match = {m.local_id: 100, 10: 89}
     with pytest.raises(errors.EtcdError) as exc:
@@ -87,6 +87,17 @@ def test_promote_needs_a_learner_in_sync():
     assert exc.value is errors.LEARNER_NOT_READY
     svc._log._match[10] = 90
     svc._may_promote(10)
+
+
+def test_promote_needs_a_learner_in_sync():
+    assert_promotes_only_a_learner_in_sync(*service(match={}))
+
+
+def test_without_strict_reconfig_check_only_the_learners_readiness_is_checked():
+    svc, m = service(down=("b", "c"), strict=False)  # what every check above refuses
+    svc._may_add(is_learner=False)
+    svc._may_remove(ids(m)["a"])
+    assert_promotes_only_a_learner_in_sync(svc, m)
 
 
 def test_peer_urls_are_checked_as_etcd_does():
