@@ -12,7 +12,9 @@ the same way, and detects it the same way: file size % 512 == 32). `restore`:
    its applied Raft index to 0, keeping keys, revisions, leases and alarms;
 3. leaves no WAL: the member started with the same --name/--initial-cluster/
    --initial-cluster-token bootstraps a fresh log holding the new membership (new member ids and
-   cluster id), and serves the data at the snapshot's revision.
+   cluster id), and serves the data at the snapshot's revision. `--wal-dir` (etcdctl's) names
+   where that member will keep its WAL: refused if it exists, as etcdctl; give the member the
+   same --wal-dir.
 
 Synchronous, run by the CLI before any event loop exists. Errors raise `SnapshotError` with the
 message to print.
@@ -167,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("restore", help="build a new member data dir from a snapshot file")
     r.add_argument("file")
     r.add_argument("--data-dir", default=None, help="default: ${name}.etcd")
-    r.add_argument("--wal-dir", default="", help="accepted for etcdctl compatibility; must be empty")
+    r.add_argument("--wal-dir", default="", help="the WAL directory the restored member will use "
+                   "(start it with the same --wal-dir); must not exist")
     r.add_argument("--name", default="default")
     r.add_argument("--initial-cluster", default="default=http://localhost:2380")
     r.add_argument("--initial-cluster-token", default="etcd-cluster")
@@ -183,8 +186,8 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "restore":
-            if args.wal_dir:
-                raise SnapshotError("--wal-dir is not supported: the WAL lives in the data dir")
+            if args.wal_dir and os.path.exists(args.wal_dir):
+                raise SnapshotError(f"wal-dir {args.wal_dir!r} exists")
             restore(args.file, data_dir=args.data_dir or f"{args.name}.etcd", name=args.name,
                     initial_cluster=args.initial_cluster,
                     initial_cluster_token=args.initial_cluster_token,

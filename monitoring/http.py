@@ -57,10 +57,12 @@ class _HealthCheckCounts:
                                   value=self.success)
 
 
-# etcd 3.4's counters whose names have no `_total` (rafthttp's snapshot counts); see the module doc
+# etcd 3.4's counters whose names have no `_total` (rafthttp's snapshot counts, learner promotions);
+# see the module doc
 ETCD_COUNTERS_WITHOUT_TOTAL = frozenset({
     "etcd_network_snapshot_send_success", "etcd_network_snapshot_send_failures",
     "etcd_network_snapshot_receive_success", "etcd_network_snapshot_receive_failures",
+    "etcd_server_learner_promote_successes",
 })
 
 

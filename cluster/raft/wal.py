@@ -230,8 +230,9 @@ class WAL:
         hard_state: HardState | None,
         entries: list[Entry],
         snapshot: SnapshotMarker | None = None,
-    ) -> None:
-        """Append a snapshot marker, entries and the HardState (in that order) with one write.
+    ) -> int:
+        """Append a snapshot marker, entries and the HardState (in that order) with one write;
+        returns the bytes written (0: nothing to write).
 
         Not durable until ``sync()``. Rotates to a new segment once this one is full.
         """
@@ -248,12 +249,13 @@ class WAL:
             parts.append(encode_record(REC_HARD_STATE, encode_hard_state(hard_state)))
             self._hard_state = hard_state
         if not parts:
-            return
+            return 0
         buf = b"".join(parts)
         _write_all(self._fd, buf)
         self._size += len(buf)
         if self._size >= self.segment_size:
             self._cut()
+        return len(buf)
 
     def sync(self) -> None:
         """Make everything saved so far durable (fdatasync)."""

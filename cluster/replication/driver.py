@@ -61,6 +61,7 @@ import itertools
 import logging
 import os
 import random
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Protocol, Sequence
 
@@ -137,13 +138,19 @@ class RaftDriver:
                  snapshot_count: int = DEFAULT_SNAPSHOT_COUNT,
                  catch_up_entries: int = CATCH_UP_ENTRIES,
                  commit_notice_delay: float = COMMIT_NOTICE_DELAY,
-                 pre_vote: bool = True, initial_election_tick_advance: bool = True):
+                 pre_vote: bool = True, initial_election_tick_advance: bool = True,
+                 count_slow_read: Callable[[], None] | None = None,
+                 count_failed_read: Callable[[], None] | None = None,
+                 count_late_heartbeat: Callable[[], None] | None = None):
         """`voters`: the founding members' ids (used only to bootstrap an empty log).
         `election_ticks`: election timeout in ticks (etcd: election-timeout / heartbeat-interval);
         the heartbeat is one tick. Callbacks run on the loop. `image`: the store as snapshots
         see it; without one the log is never compacted and leader snapshots cannot be installed.
         `pre_vote`, `initial_election_tick_advance`: etcd's --pre-vote and
-        --initial-election-tick-advance."""
+        --initial-election-tick-advance. `count_slow_read`, `count_failed_read`: ReadIndex
+        rounds reissued or timed out, and refused (read_index.py). `count_late_heartbeat()`: the
+        leader sent a follower's heartbeat more than two heartbeat intervals after the previous
+        one (etcd's heartbeat_send_failures: the leader is overloaded)."""
         self.node_id = node_id
         self._voters = sorted(voters)
         self._wal = wal
@@ -156,6 +163,9 @@ class RaftDriver:
         self._rng = rng or random.Random()
         self._pre_vote = pre_vote
         self._tick_advance = initial_election_tick_advance
+        self._count_late_heartbeat = count_late_heartbeat
+        self._heartbeat_sent: dict[int, float] = {}  # follower -> when the leader last sent one
+        self.installing_snapshot = False  # a leader's store image is being installed
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wal")
         self._storage = MemoryStorage()
         self._node: RawNode | None = None
@@ -163,7 +173,8 @@ class RaftDriver:
         self._reads = ReadIndexBatcher(
             node_id, self._request_read_index, self._wake.set,
             retry_after=max(0.5, 2 * election_ticks * tick_interval),
-            timeout=request_timeout, count_round=count_read_round, count_reads=count_reads)
+            timeout=request_timeout, count_round=count_read_round, count_reads=count_reads,
+            count_slow=count_slow_read, count_failed=count_failed_read)
         self._to_apply: list[Entry] = []
         self._commit_notices: dict[int, Message] = {}  # peer -> held commit-only append
         self._notice_timer: asyncio.TimerHandle | None = None
@@ -541,7 +552,9 @@ class RaftDriver:
                 if defer and self._forwarded_upto.get(m.to, 0) < first:
                     held[m.to] = m  # the newest notice supersedes an older one
                     continue
-            if m.to in held and m.type != MessageType.MsgHeartbeat:
+            if m.type == MessageType.MsgHeartbeat:
+                self._observe_heartbeat(m.to)
+            elif m.to in held:
                 notice = held.pop(m.to)
                 if m.type != MessageType.MsgApp:
                     out.append(notice)
@@ -550,6 +563,21 @@ class RaftDriver:
         if held and self._notice_timer is None:
             self._notice_timer = asyncio.get_running_loop().call_later(
                 self._commit_notice_delay, self._send_commit_notices)
+
+    def _observe_heartbeat(self, to: int) -> None:
+        """etcd's timeout detector: a heartbeat to `to` more than two heartbeat intervals after
+        the previous one means the leader could not keep time (a blocked loop, a starved CPU)."""
+        now = time.monotonic()
+        last = self._heartbeat_sent.get(to)
+        self._heartbeat_sent[to] = now
+        if last is not None and now - last > 2 * self._tick_interval:
+            log.warning("leader failed to send out heartbeat on time; took too long, leader is "
+                        "overloaded likely from slow disk", extra={"fields": {
+                            "to": f"{to:x}", "heartbeat-interval": f"{self._tick_interval * 1000:g}ms",
+                            "expected-duration": f"{2 * self._tick_interval * 1000:g}ms",
+                            "exceeded-duration": f"{(now - last - 2 * self._tick_interval) * 1000:.1f}ms"}})
+            if self._count_late_heartbeat is not None:
+                self._count_late_heartbeat()
 
     def _send_commit_notices(self) -> None:
         """The held commit notices are due (a loop timer)."""
@@ -577,6 +605,7 @@ class RaftDriver:
         if lead == self._lead:
             return
         previous, self._lead = self._lead, lead
+        self._heartbeat_sent.clear()  # a new leader's heartbeats start on time
         log.info("raft leader changed", extra={"fields": {
             "member_id": f"{self.node_id:x}", "leader": f"{lead:x}", "previous": f"{previous:x}",
             "term": self.term}})
@@ -646,7 +675,11 @@ class RaftDriver:
         index = snap.metadata.index
         self._to_apply.clear()  # all at or below the old commit index < `index`
         async with self._apply_lock:
-            applied = await self.image.install_image(path)
+            self.installing_snapshot = True
+            try:
+                applied = await self.image.install_image(path)
+            finally:
+                self.installing_snapshot = False
             if applied < index:
                 raise RuntimeError(f"the leader's store image has applied index {applied}, "
                                    f"behind its snapshot {index}")

@@ -82,12 +82,12 @@ def build_replicated_log(cfg, membership: Membership, member_dir: str, registry:
         local.id, membership.cluster_id, {m.id: m.peer_urls[0] for m in membership.members},
         cfg.listen_peer_urls, metrics=metrics, tls=getattr(cfg, "peer_tls", None),
         removed=membership.removed, on_removed=on_removed)
-    return RaftDriver(
+    driver = RaftDriver(
         local.id, [m.id for m in membership.voters()] if bootstrap else [],
         MemberWAL(getattr(cfg, "wal_dir", "") or os.path.join(member_dir, "wal"), local.id,
                   membership.cluster_id, snap_dir=os.path.join(member_dir, "snap"),
                   segment_size=_segment_size(), max_snapshots=getattr(cfg, "max_snapshots", 5),
-                  max_wals=getattr(cfg, "max_wals", 5)),
+                  max_wals=getattr(cfg, "max_wals", 5), count_written=metrics.wal_write_bytes.inc),
         transport,
         tick_interval=cfg.heartbeat_interval_ms / 1000,
         election_ticks=cfg.election_timeout_ms // cfg.heartbeat_interval_ms,
@@ -98,7 +98,11 @@ def build_replicated_log(cfg, membership: Membership, member_dir: str, registry:
         image=image, snapshot_count=cfg.snapshot_count,
         catch_up_entries=getattr(cfg, "snapshot_catchup_entries", CATCH_UP_ENTRIES),
         pre_vote=getattr(cfg, "pre_vote", True),
-        initial_election_tick_advance=getattr(cfg, "initial_election_tick_advance", True))
+        initial_election_tick_advance=getattr(cfg, "initial_election_tick_advance", True),
+        count_slow_read=metrics.slow_read_indexes.inc, count_failed_read=metrics.read_indexes_failed.inc,
+        count_late_heartbeat=metrics.heartbeat_send_failures.inc)
+    metrics.snapshot_apply_in_progress(lambda: driver.installing_snapshot)
+    return driver
 
 
 def _segment_size() -> int:

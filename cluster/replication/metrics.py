@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 # etcd's layout for etcd_network_peer_round_trip_time_seconds: 0.1 ms doubling, 16 buckets
@@ -59,6 +59,27 @@ class ReplicationMetrics:
         self.snapshot_receive_failures = Counter(
             "etcd_network_snapshot_receive_failures", "Total number of snapshot receive failures",
             ["From"], registry=r)
+
+        self.slow_read_indexes = Counter(
+            "etcd_server_slow_read_indexes", "The total number of pending read indexes not in sync with "
+            "leader's or timed out read index requests.", registry=r)
+        self.read_indexes_failed = Counter(
+            "etcd_server_read_indexes_failed", "The total number of failed read indexes seen.", registry=r)
+        self.heartbeat_send_failures = Counter(
+            "etcd_server_heartbeat_send_failures", "The total number of leader heartbeat send failures "
+            "(likely overloaded from slow disk).", registry=r)
+        # etcd: a gauge named *_total (monitoring/http.py exposes such gauges untyped); inc() from
+        # the WAL thread (thread-safe)
+        self.wal_write_bytes = Gauge(
+            "etcd_disk_wal_write_bytes_total", "Total number of bytes written in WAL.", registry=r)
+        self._registry = r
+
+    def snapshot_apply_in_progress(self, fn: Callable[[], bool]) -> None:
+        """etcd_server_snapshot_apply_in_progress_total: 1 while `fn()` (a leader's store image
+        being installed)."""
+        Gauge("etcd_server_snapshot_apply_in_progress_total",
+              "1 if the server is applying the incoming snapshot. 0 if none.",
+              registry=self._registry).set_function(lambda: 1 if fn() else 0)
 
     def count_snapshot(self, peer_id: int, *, sent: bool, ok: bool) -> None:
         if sent:

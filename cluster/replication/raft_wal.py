@@ -22,6 +22,7 @@ import logging
 import struct
 import time
 from pathlib import Path
+from typing import Callable
 
 from cluster.failpoints import failpoint
 from cluster.raft import Entry, HardState, Snapshot
@@ -41,12 +42,14 @@ class MemberWAL:
 
     def __init__(self, dirpath: str, member_id: int, cluster_id: int, *,
                  snap_dir: str | None = None, segment_size: int = DEFAULT_SEGMENT_SIZE,
-                 max_snapshots: int = 5, max_wals: int = 5):
+                 max_snapshots: int = 5, max_wals: int = 5,
+                 count_written: Callable[[int], None] | None = None):
         """`snap_dir`: the snapshot directory (default: `snap` beside `dirpath`).
         `max_snapshots`: snapshot files kept (etcd's --max-snapshots; 0: all). `max_wals`
         (etcd's --max-wals): 0 keeps every WAL segment; otherwise the segments a snapshot
         covers are deleted, so fewer than `max_wals` remain unless the log since the last
-        snapshot needs more (etcd never deletes those either)."""
+        snapshot needs more (etcd never deletes those either). `count_written(n)`: called (on the
+        thread that saves) with the bytes of every WAL write (etcd_disk_wal_write_bytes_total)."""
         self.dir = Path(dirpath)
         self.member_id = member_id
         self.cluster_id = cluster_id
@@ -54,6 +57,7 @@ class MemberWAL:
         self.segment_size = segment_size
         self.max_snapshots = max_snapshots
         self.max_wals = max_wals
+        self._count_written = count_written
         self.snapshot: Snapshot | None = None  # the newest durable snapshot, after load()
         self._snapfiles: SnapshotFiles | None = None
         self._wal: WAL | None = None
@@ -105,7 +109,9 @@ class MemberWAL:
             marker = SnapshotMarker(snapshot.metadata.index, snapshot.metadata.term)
             self.snapshot = snapshot
             sync = True
-        self._wal.save(hard_state, entries, snapshot=marker)
+        written = self._wal.save(hard_state, entries, snapshot=marker)
+        if self._count_written is not None:
+            self._count_written(written)
         if not sync:
             return 0.0
         t0 = time.perf_counter()

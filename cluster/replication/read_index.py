@@ -37,6 +37,10 @@ Contract (event loop only):
   readers fail with "etcdserver: request timed out".
 - `request` raising `RequestDropped` (no leader known) fails the round with "etcdserver: no
   leader"; `fail_all(exc)` (leader change, stop) fails the in-flight and the pending round.
+- Counted as etcd counts them: a round reissued or timed out, `count_slow()`
+  (etcd_server_slow_read_indexes_total; etcd: "timed out waiting for read index response"); a
+  round the core refused to issue, `count_failed()` (etcd_server_read_indexes_failed_total). Both
+  are logged as warnings.
 A reader that is cancelled leaves its round unaffected (the shared future is shielded).
 """
 
@@ -44,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import struct
 import time
@@ -54,6 +59,8 @@ from cluster.raft import RequestDropped
 from cluster.server import errors as server_errors
 
 from .errors import NO_LEADER
+
+log = logging.getLogger(__name__)
 
 _CTX = struct.Struct(">QQ")
 REFILL_SHARE = 0.9  # of the concurrent readers, which a pending round waits for
@@ -85,7 +92,9 @@ class ReadIndexBatcher:
     def __init__(self, member_id: int, request: Callable[[bytes], None], wake: Callable[[], None], *,
                  retry_after: float, timeout: float, max_gather_window: float = MAX_GATHER_WINDOW,
                  count_round: Callable[[], None] | None = None,
-                 count_reads: Callable[[int], None] | None = None):
+                 count_reads: Callable[[int], None] | None = None,
+                 count_slow: Callable[[], None] | None = None,
+                 count_failed: Callable[[], None] | None = None):
         self._member_id = member_id
         self._request = request
         self._wake = wake
@@ -98,6 +107,8 @@ class ReadIndexBatcher:
         self._peaks: deque[int] = deque(maxlen=PEAK_ROUNDS)  # ... for the last rounds
         self._count_round = count_round
         self._count_reads = count_reads
+        self._count_slow = count_slow
+        self._count_failed = count_failed
         self._seq = itertools.count(1)
         self._pending: _Round | None = None
         self._in_flight: _Round | None = None
@@ -179,6 +190,10 @@ class ReadIndexBatcher:
         try:
             self._request(ctx)
         except RequestDropped:
+            log.warning("failed to get read index from Raft: no leader", extra={"fields": {
+                "readers": rnd.readers}})
+            if self._count_failed is not None:
+                self._count_failed()
             self._finish(rnd, 0, NO_LEADER)
             return
         if self._count_round is not None:
@@ -189,7 +204,12 @@ class ReadIndexBatcher:
     def _retry(self, rnd: _Round) -> None:
         if rnd is not self._in_flight:
             return
-        if time.monotonic() >= rnd.deadline:
+        timed_out = time.monotonic() >= rnd.deadline
+        log.warning("timed out waiting for read index response (local node might have slow network)",
+                    extra={"fields": {"readers": rnd.readers, "gave_up": timed_out}})
+        if self._count_slow is not None:
+            self._count_slow()
+        if timed_out:
             self._finish(rnd, 0, server_errors.TIMEOUT)
         else:
             self._send(rnd)

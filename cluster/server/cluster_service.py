@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Callable
 from urllib.parse import urlsplit
 
 from cluster.raft import ConfChangeType
@@ -93,9 +94,11 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
     """The Cluster service of one member; also answers the peer transport's `ClusterHandler`."""
 
     def __init__(self, membership: Membership, headers: ResponseHeaders, log_, proposer: Proposer,
-                 *, request_timeout: float, strict_reconfig_check: bool = True):
+                 *, request_timeout: float, strict_reconfig_check: bool = True,
+                 count_promote: Callable[[], None] | None = None):
         self._membership = membership
         self._strict = strict_reconfig_check  # --strict-reconfig-check
+        self._count_promote = count_promote  # a learner promoted by this member as leader
         self._headers = headers
         self._log = log_
         self._proposer = proposer
@@ -227,6 +230,8 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
                 if not m.get(mid).is_learner:
                     raise errors.MEMBER_NOT_LEARNER
                 await self._propose(_MC(kind=_MC.PROMOTE, member_id=mid), ConfChangeType.ADD_NODE)
+                if self._count_promote is not None:
+                    self._count_promote()
                 return rpc_pb2.MemberPromoteResponse(members=self._membership.to_pb())
             raise errors.NOT_CAPABLE
 

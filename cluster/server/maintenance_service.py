@@ -5,6 +5,8 @@ Status lists active alarms in `errors` as Go's text form ("memberID:5 alarm:NOSP
 header revision is the store's current revision; the Snapshot stream sends the database in
 32 KiB chunks with remaining_bytes counting down to 0, then one more message holding the
 SHA-256 of everything sent (remaining_bytes 0), which etcdctl appends to the saved file.
+Timed as etcd times them (MemberMetrics): Defragment (and etcd_disk_defrag_inflight while it
+runs), Snapshot (from the start of the copy to the last message sent), Hash, HashKV.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import hashlib
 import os
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from cluster.mvcc import errors as store_errors
@@ -35,8 +38,9 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 
     def __init__(self, store, log, apply_loop, alarms: AlarmSet, proposer: Proposer,
                  headers: ResponseHeaders, *, version: str, snapshot_dir: str,
-                 readers: ThreadPoolExecutor, request_timeout: float = 7.0):
+                 readers: ThreadPoolExecutor, metrics, request_timeout: float = 7.0):
         self._store = store
+        self._metrics = metrics  # MemberMetrics
         self._log = log
         self._apply_loop = apply_loop
         self._alarms = alarms
@@ -70,19 +74,33 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         return resp
 
     async def Defragment(self, request, context):
-        await self._apply_loop.run_exclusive(self._store.defragment)
+        await self._apply_loop.run_exclusive(self._timed_defragment)
         return rpc_pb2.DefragmentResponse()
 
+    def _timed_defragment(self) -> None:
+        """Apply thread, exclusively (one defragmentation at a time, as etcd's backend lock)."""
+        started = time.monotonic()
+        self._metrics.defrag_inflight.set(1)
+        try:
+            self._store.defragment()
+        finally:
+            self._metrics.defrag_inflight.set(0)
+            self._metrics.defrag_duration.observe(time.monotonic() - started)
+
     async def Hash(self, request, context):
+        started = time.monotonic()
         resp = rpc_pb2.HashResponse(hash=await self._read(self._store.hash))
+        self._metrics.hash_duration.observe(time.monotonic() - started)
         self._headers.fill(resp.header)
         return resp
 
     async def HashKV(self, request: rpc_pb2.HashKVRequest, context):
+        started = time.monotonic()
         try:
             h, current, compact = await self._read(self._store.hash_kv, request.revision)
         except store_errors.MVCCError as exc:
             await errors.abort_with(context, errors.from_store_error(exc))
+        self._metrics.hash_rev_duration.observe(time.monotonic() - started)
         # etcd's store starts with compact revision -1 and reports it as is until a compaction
         resp = rpc_pb2.HashKVResponse(hash=h, compact_revision=compact if compact > 0 else -1)
         self._headers.fill(resp.header, revision=current)
@@ -90,6 +108,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
 
     async def Snapshot(self, request, context):
         os.makedirs(self._snapshot_dir, exist_ok=True)
+        started = time.monotonic()
         with tempfile.TemporaryFile(dir=self._snapshot_dir) as f:
             total = await self._read(self._store.snapshot, f)
             f.seek(0)
@@ -103,6 +122,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
                 digest.update(chunk)
                 yield rpc_pb2.SnapshotResponse(remaining_bytes=total - sent, blob=chunk)
         yield rpc_pb2.SnapshotResponse(remaining_bytes=0, blob=digest.digest())
+        self._metrics.snapshot_duration.observe(time.monotonic() - started)
 
     async def MoveLeader(self, request: rpc_pb2.MoveLeaderRequest, context):
         """As etcd: only the leader moves leadership ("not leader"); the target must be a voting

@@ -203,7 +203,8 @@ class Member:
                                   self.member_id, self._propose_alarm)
         self.cluster_service = ClusterService(self.membership, self.headers, self.log, self.proposer,
                                               request_timeout=cfg.request_timeout,
-                                              strict_reconfig_check=cfg.strict_reconfig_check)
+                                              strict_reconfig_check=cfg.strict_reconfig_check,
+                                              count_promote=self.metrics.learner_promotes.inc)
         if peers is not None:
             peers.serve_cluster(self.cluster_service)
         self.apply_loop.membership_dirty = dirty  # not in the store yet: written with the next batch
@@ -268,7 +269,7 @@ class Member:
             "Maintenance": MaintenanceService(
                 self.store, self.log, self.apply_loop, self.alarms, self.proposer, self.headers,
                 version=SERVER_VERSION, snapshot_dir=os.path.join(self._member_dir, "snap"),
-                readers=self._readers, request_timeout=cfg.request_timeout),
+                readers=self._readers, metrics=self.metrics, request_timeout=cfg.request_timeout),
             "Cluster": self.cluster_service,
             "Auth": AuthService(self.auth, self.log, self.proposer, self.headers),
         }
@@ -289,6 +290,9 @@ class Member:
     def _register_gauges(self) -> None:
         m, store, hub = self.metrics, self.store, self.hub
         m.gauge("etcd_mvcc_db_total_size_in_bytes", "Total size of the underlying database physically allocated in bytes.", store.db_size)
+        m.gauge("etcd_debugging_mvcc_db_total_size_in_bytes",  # etcd 3.4 keeps its older name too
+                "Total size of the underlying database physically allocated in bytes.", store.db_size)
+        m.gauge("etcd_debugging_auth_revision", "The current revision of auth store.", lambda: self.auth.state.revision)
         m.gauge("etcd_mvcc_db_total_size_in_use_in_bytes", "Total size of the underlying database logically in use in bytes.", store.db_size_in_use)
         m.gauge("etcd_debugging_mvcc_keys_total", "Total number of keys.", lambda: self._key_count)
         m.gauge("etcd_debugging_mvcc_watcher_total", "Total number of watchers.", lambda: hub.watcher_count)

@@ -8,6 +8,8 @@ its types so dashboards and alerts written for etcd work unchanged.
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 
@@ -16,6 +18,9 @@ from protos.kvpb import internal_pb2
 # etcd's bucket layouts (exponential from 1 ms, and 0.5 ms for the WAL / backend)
 _WAL_FSYNC_BUCKETS = tuple(0.001 * 2 ** i for i in range(14))
 _BACKEND_COMMIT_BUCKETS = tuple(0.001 * 2 ** i for i in range(14))
+_DEFRAG_BUCKETS = tuple(0.1 * 2 ** i for i in range(13))       # 0.1 s .. 409.6 s
+_SNAPSHOT_BUCKETS = tuple(0.01 * 2 ** i for i in range(17))    # 0.01 s .. 655.36 s
+_HASH_BUCKETS = tuple(0.01 * 2 ** i for i in range(15))        # 0.01 s .. 163.84 s
 
 
 class MemberMetrics:
@@ -39,6 +44,30 @@ class MemberMetrics:
                                      "The number of renewed leases seen by the leader.", registry=r)
         self.lease_expired = Counter("etcd_debugging_server_lease_expired",
                                      "The total number of expired leases.", registry=r)
+        self.defrag_duration = Histogram("etcd_disk_backend_defrag_duration_seconds",
+                                         "The latency distribution of backend defragmentation.",
+                                         buckets=_DEFRAG_BUCKETS, registry=r)
+        self.defrag_inflight = Gauge("etcd_disk_defrag_inflight",
+                                     "Whether or not defrag is active on the member. 1 means active, 0 means not.",
+                                     registry=r)
+        self.snapshot_duration = Histogram("etcd_disk_backend_snapshot_duration_seconds",
+                                           "The latency distribution of backend snapshots.",
+                                           buckets=_SNAPSHOT_BUCKETS, registry=r)
+        self.hash_duration = Histogram("etcd_mvcc_hash_duration_seconds",
+                                       "The latency distribution of storage hash operation.",
+                                       buckets=_HASH_BUCKETS, registry=r)
+        self.hash_rev_duration = Histogram("etcd_mvcc_hash_rev_duration_seconds",
+                                           "The latency distribution of storage hash by revision operation.",
+                                           buckets=_HASH_BUCKETS, registry=r)
+        # etcd: a counter without _total (monitoring/http.py ETCD_COUNTERS_WITHOUT_TOTAL)
+        self.learner_promotes = Counter("etcd_server_learner_promote_successes",
+                                        "The total number of successful learner promotions while this member is leader.",
+                                        registry=r)
+        for name, counter in (("put", self.put_total), ("delete", self.delete_total),
+                              ("range", self.range_total), ("txn", self.txn_total)):
+            # etcd 3.4 still exports its older names beside etcd_mvcc_*: the same counts
+            self.counter(f"etcd_debugging_mvcc_{name}_total", f"Total number of {name}s seen by this member.",
+                         functools.partial(_counter_value, counter), registry=r)
         self.slow_applies = Counter("etcd_server_slow_apply",
                                     "The total number of slow apply requests (likely overloaded from slow disk).",
                                     registry=r)
@@ -52,9 +81,9 @@ class MemberMetrics:
         """A gauge whose value is `fn()` at scrape time."""
         Gauge(name, doc, registry=self._registry).set_function(fn)
 
-    def counter(self, name: str, doc: str, fn) -> None:
+    def counter(self, name: str, doc: str, fn, registry: CollectorRegistry | None = None) -> None:
         """A counter whose value is `fn()` at scrape time; `fn` must never decrease."""
-        self._registry.register(_CallbackCounter(name, doc, fn))
+        (registry or self._registry).register(_CallbackCounter(name, doc, fn))
 
     def count_applied(self, req: internal_pb2.InternalRequest) -> None:
         """Apply thread: count a successfully applied request (Counter.inc is thread-safe)."""
@@ -69,6 +98,15 @@ class MemberMetrics:
             self.lease_granted.inc()
         elif kind == "lease_revoke":
             self.lease_revoked.inc()
+
+
+def _counter_value(counter: Counter) -> float:
+    """The current value of an unlabelled Counter (its `_total` sample)."""
+    for metric in counter.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                return sample.value
+    return 0.0
 
 
 class _CallbackCounter:

@@ -5,8 +5,10 @@ one caught up by a leader snapshot) reports."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -102,6 +104,13 @@ def ids_by_name(m: Member) -> dict[str, int]:
         return {}
 
 
+def promotions(m: Member) -> float:
+    with urllib.request.urlopen(f"{m.metrics_url}/metrics", timeout=10) as resp:
+        found = re.search(r"^etcd_server_learner_promote_successes (\S+)$", resp.read().decode(), re.M)
+    assert found, f"{m.name}: no etcd_server_learner_promote_successes"
+    return float(found.group(1))
+
+
 def hash_kv(m: Member, revision: int) -> int:
     stub = rpc_pb2_grpc.MaintenanceStub(grpc.insecure_channel(m.endpoint))
     return stub.HashKV(rpc_pb2.HashKVRequest(revision=revision), timeout=30).hash
@@ -124,6 +133,8 @@ def test_grow_to_five_shrink_to_three_and_replace_a_member_under_load(kv3, tmp_p
         wait_until(lambda: [x.isLearner for x in member_list(m2)] == [False] * 5, 30,
                    "m2 to list 5 voters")  # MemberList is not linearizable (as etcd 3.4's)
         wait_until(lambda: all(x.name for x in member_list(m1)), 30, "all 5 members published")
+        # counted by the member that led each promotion (etcd_server_learner_promote_successes)
+        assert sum(promotions(m) for m in members) == 2
 
         for name in ("m4", "m5"):  # shrink back to 3; a removed member stops by itself, exit 0
             remove(m2, added[name])

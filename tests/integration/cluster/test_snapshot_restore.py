@@ -137,4 +137,12 @@ def test_restore_refuses_etcd_snapshots_and_corrupt_files(procs, tmp_path):
     other = kvcluster_snapshot("restore", good, *restore_flags(spec, m)[:2], "--name", "nobody",
                                "--initial-cluster", spec.initial_cluster)
     assert other.returncode == 1 and "couldn't find local name" in other.stderr
-    assert kvcluster_snapshot("restore", good, *restore_flags(spec, m)).returncode == 0
+    used_wal_dir = kvcluster_snapshot("restore", good, *restore_flags(spec, m), "--wal-dir", str(tmp_path))
+    assert used_wal_dir.returncode == 1 and "exists" in used_wal_dir.stderr
+    wal_dir = str(tmp_path / "new-wal")
+    assert kvcluster_snapshot("restore", good, *restore_flags(spec, m), "--wal-dir", wal_dir).returncode == 0
+    spec.extra_flags = ["--wal-dir", wal_dir]
+    start_kv_cluster(procs, spec)
+    assert etcdctl(spec.endpoints, "get", "k", "--print-value-only").stdout.strip() == "v"
+    assert any(p.endswith(".wal") for p in os.listdir(wal_dir))
+    assert not os.path.exists(os.path.join(m.data_dir, "member", "wal"))

@@ -82,6 +82,24 @@ MEMBER_TYPES = {
     "etcd_network_active_peers": "gauge",
     "os_fd_used": "gauge",
     "os_fd_limit": "gauge",
+    "etcd_server_slow_apply_total": "counter",
+    "etcd_server_slow_read_indexes_total": "counter",
+    "etcd_server_read_indexes_failed_total": "counter",
+    "etcd_server_heartbeat_send_failures_total": "counter",
+    "etcd_server_snapshot_apply_in_progress_total": "untyped",  # etcd: a gauge named *_total
+    "etcd_server_learner_promote_successes": "untyped",  # etcd: a counter without _total
+    "etcd_disk_wal_write_bytes_total": "untyped",  # etcd: a gauge named *_total
+    "etcd_disk_backend_defrag_duration_seconds": "histogram",
+    "etcd_disk_defrag_inflight": "gauge",
+    "etcd_disk_backend_snapshot_duration_seconds": "histogram",
+    "etcd_mvcc_hash_duration_seconds": "histogram",
+    "etcd_mvcc_hash_rev_duration_seconds": "histogram",
+    "etcd_debugging_mvcc_put_total": "counter",
+    "etcd_debugging_mvcc_range_total": "counter",
+    "etcd_debugging_mvcc_txn_total": "counter",
+    "etcd_debugging_mvcc_delete_total": "counter",
+    "etcd_debugging_mvcc_db_total_size_in_bytes": "gauge",
+    "etcd_debugging_auth_revision": "gauge",
 }
 PROXY_TYPES = {
     "grpc_server_started_total": "counter",
@@ -245,6 +263,40 @@ def test_identity_revisions_peers_and_descriptors_read_as_etcds(stack, pages):
     for name in ("etcd_server_version{", "etcd_cluster_version{", "etcd_server_id{",
                  "etcd_debugging_mvcc_compact_revision -1", "os_fd_used "):
         assert name in etcd_page, name
+
+
+def test_maintenance_lease_and_wal_figures_as_etcds(stack, pages):
+    """The timings and counts etcd 3.4.23 also keeps, driven the same way on one of our members
+    and on the reference etcd: Defragment, Hash, HashKV and Snapshot each observed once, WAL
+    bytes written, the older etcd_debugging_* names equal to the current ones."""
+    ours, etcd = stack.cluster.members[0], stack.etcd.members[0]
+    for m in (ours, etcd):
+        before = _page(m.metrics_url)
+        with grpc.insecure_channel(f"127.0.0.1:{m.client_port}") as channel:
+            maintenance = rpc_pb2_grpc.MaintenanceStub(channel)
+            maintenance.Defragment(rpc_pb2.DefragmentRequest(), timeout=30)
+            maintenance.Hash(rpc_pb2.HashRequest(), timeout=30)
+            maintenance.HashKV(rpc_pb2.HashKVRequest(), timeout=30)
+            assert sum(1 for _ in maintenance.Snapshot(rpc_pb2.SnapshotRequest(), timeout=30)) > 1
+        after = _page(m.metrics_url)
+        for name in ("etcd_disk_backend_defrag_duration_seconds", "etcd_mvcc_hash_duration_seconds",
+                     "etcd_mvcc_hash_rev_duration_seconds", "etcd_disk_backend_snapshot_duration_seconds"):
+            assert (_value(after, name + "_count") or 0) == (_value(before, name + "_count") or 0) + 1, (m, name)
+        assert _value(after, "etcd_disk_defrag_inflight") == 0
+        assert _value(after, "etcd_disk_wal_write_bytes_total") > 0, m
+        assert _value(after, "etcd_server_snapshot_apply_in_progress_total") == 0, m
+        for name in ("put", "range", "txn", "delete"):
+            assert _value(after, f"etcd_debugging_mvcc_{name}_total") == _value(after, f"etcd_mvcc_{name}_total"), (m, name)
+        assert _value(after, "etcd_debugging_mvcc_db_total_size_in_bytes") == _value(after, "etcd_mvcc_db_total_size_in_bytes")
+        for name in ("etcd_server_slow_read_indexes_total", "etcd_server_read_indexes_failed_total",
+                     "etcd_server_heartbeat_send_failures_total", "etcd_server_slow_apply_total",
+                     "etcd_server_learner_promote_successes"):
+            assert _value(after, name) is not None, (m, name)  # present from the start, as etcd's
+    etcd_types = _types(_page(etcd.metrics_url))
+    assert etcd_types.keys() >= {name for name in MEMBER_TYPES if MEMBER_TYPES[name] != "untyped"
+                                 and name.startswith(("etcd_disk_", "etcd_mvcc_hash", "etcd_debugging_mvcc_",
+                                                      "etcd_server_slow", "etcd_server_read_indexes_failed",
+                                                      "etcd_server_heartbeat", "etcd_debugging_auth"))}
 
 
 def test_an_expired_lease_is_counted_by_the_leader(stack):

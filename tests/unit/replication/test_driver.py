@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -247,6 +248,41 @@ def test_a_follower_that_forwarded_a_proposal_hears_of_its_commit_at_once(tmp_pa
         index = next(i for i, d in logs[proposer].entries if d == b"y")
         assert commit_notices(network.sent, leader, proposer, index)
         assert not commit_notices(network.sent, leader, other, index)  # held for 30 s
+        for d in drivers.values():
+            await d.stop()
+
+    asyncio.run(main())
+
+
+def test_a_leader_that_sends_heartbeats_late_counts_them(tmp_path):
+    """etcd's heartbeat_send_failures: the leader's loop blocked for five heartbeat intervals
+    sends its next heartbeat to each follower more than two intervals after the previous one."""
+    async def main():
+        network = MemoryNetwork()
+        late = []
+        drivers, _ = await start_cluster(tmp_path, network, count_late_heartbeat=lambda: late.append(1))
+        leader = drivers[1].leader_id
+        await asyncio.sleep(0.1)  # heartbeats flowing to both followers
+        before = len(late)
+        time.sleep(0.05)  # the whole loop blocked: 5 ticks of 10 ms
+        await until(lambda: len(late) >= before + 2, what="a late heartbeat to each follower")
+        assert drivers[leader].leader_id == leader
+        for d in drivers.values():
+            await d.stop()
+
+    asyncio.run(main())
+
+
+def test_without_pre_vote_or_tick_advance_a_cluster_still_elects(tmp_path):
+    """--pre-vote=false and --initial-election-tick-advance=false reach the core and the start."""
+    async def main():
+        network = MemoryNetwork()
+        drivers, logs = await start_cluster(tmp_path, network, pre_vote=False,
+                                            initial_election_tick_advance=False)
+        assert not any(d._node.raft.pre_vote for d in drivers.values())
+        leader = drivers[1].leader_id
+        drivers[leader].propose(b"w")
+        await until(lambda: all(b"w" in log.data() for log in logs.values()), what="applied everywhere")
         for d in drivers.values():
             await d.stop()
 

@@ -20,6 +20,7 @@ class ScriptedCore:
         self.ctxs: list[bytes] = []
         self.drop = False
         self.wakes = 0
+        self.faults = {"slow": 0, "failed": 0}
 
     def wake(self) -> None:
         self.wakes += 1
@@ -33,16 +34,14 @@ class ScriptedCore:
 def make(core, **kw):
     counts = {"rounds": 0, "reads": 0}
 
-    def count_round():
-        counts["rounds"] += 1
-
-    def count_reads(n):
-        counts["reads"] += n
+    def count(what, n=1):  # rounds and reads in `counts`; slow and failed rounds in core.faults
+        (counts if what in counts else core.faults)[what] += n
 
     kw.setdefault("retry_after", 10.0)
     kw.setdefault("timeout", 10.0)
-    return ReadIndexBatcher(7, core.request, core.wake, count_round=count_round,
-                            count_reads=count_reads, **kw), counts
+    return ReadIndexBatcher(7, core.request, core.wake, count_round=lambda: count("rounds"),
+                            count_reads=lambda n: count("reads", n), count_slow=lambda: count("slow"),
+                            count_failed=lambda: count("failed"), **kw), counts
 
 
 def test_readers_arriving_before_the_loop_runs_share_one_round():
@@ -108,6 +107,8 @@ def test_unanswered_round_is_retried_with_a_new_ctx_then_times_out():
         with pytest.raises(type(server_errors.TIMEOUT)) as exc:
             await reader
         assert exc.value is server_errors.TIMEOUT
+        # every reissue and the timeout counted as slow (etcd_server_slow_read_indexes_total)
+        assert core.faults == {"slow": len(core.ctxs) - 2 + 1, "failed": 0}
 
     asyncio.run(main())
 
@@ -123,6 +124,7 @@ def test_no_leader_and_leader_change_fail_the_readers():
         with pytest.raises(type(NO_LEADER)) as exc:
             await reader
         assert exc.value is NO_LEADER
+        assert core.faults == {"slow": 0, "failed": 1}  # etcd_server_read_indexes_failed_total
         core.drop = False
         readers = [asyncio.create_task(batcher.wait_read_index()) for _ in range(3)]
         await asyncio.sleep(0)
