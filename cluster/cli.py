@@ -24,7 +24,7 @@ from cluster import cpu_policy, etcd_flags, grpc_runtime
 grpc_runtime.configure()  # before anything below imports grpc
 
 from cluster.server.auth.tokens import build_token_provider  # noqa: E402
-from cluster.server.compactor import parse_duration  # noqa: E402
+from cluster.etcd_flags import parse_duration  # noqa: E402
 from cluster.server.gc_policy import settle_after_start  # noqa: E402
 from cluster.server.member import Member, MemberConfig, host_port  # noqa: E402
 from cluster.tls import TLSInfo, check_urls, is_tls_url, self_signed  # noqa: E402
@@ -87,13 +87,6 @@ def _count(value: str) -> int:
     return n
 
 
-def _uint32(value: str) -> int:
-    n = int(value)
-    if not 0 <= n < 2 ** 32:
-        raise argparse.ArgumentTypeError(f"out of range for uint32: {n}")
-    return n
-
-
 def build_parser() -> argparse.ArgumentParser:
     # allow_abbrev off: Go's flag package takes no abbreviations, and an ETCD_* variable must
     # conflict with its flag exactly when etcd says it does (etcd_flags.py)
@@ -150,14 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
       help="run a pre-vote phase before elections (default true here, as etcd 3.5; etcd 3.4: false)")
     a("--initial-election-tick-advance", type=_bool, nargs="?", const=True, default=True,
       help="fast-forward the election ticks on boot, for a faster first election")
-    a("--grpc-keepalive-min-time", type=parse_duration, default="5s",
-      help="minimum interval a client should wait between pings")
-    a("--grpc-keepalive-interval", type=parse_duration, default="2h",
-      help="frequency of server-to-client pings on idle connections (0 to disable)")
-    a("--grpc-keepalive-timeout", type=parse_duration, default="20s",
-      help="wait for a ping's answer before closing the connection (0 to disable)")
-    a("--max-concurrent-streams", type=_uint32, default=2 ** 32 - 1,
-      help="maximum concurrent streams each client connection may open")
+    etcd_flags.add_client_connection_flags(p)
     a("--experimental-warning-apply-duration", type=parse_duration, default="100ms",
       help="log a warning and count etcd_server_slow_apply_total for applies that take longer")
     a("--debug", type=_bool, nargs="?", const=True, default=False,

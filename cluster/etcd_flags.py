@@ -17,12 +17,18 @@ argparse input, as etcd 3.4.23 does (checked against it):
 - other `ETCD_*` variables are reported as unrecognized (a warning) and otherwise ignored.
 It returns the argv to parse and the log lines to emit once logging is configured; it raises
 `EnvFlagError` (exit status 1, as etcd) for a bad or conflicting variable.
+
+Also here, for both `kvcluster` and `kvproxy start`: Go's duration syntax (`parse_duration`), the
+etcd flags without a counterpart here (accepted without effect, or refused: MEMBER_*, PROXY_*),
+and the client-connection flags (`add_client_connection_flags`) with the grpc core server
+options they become (`client_connection_options`).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 from typing import Mapping, Sequence
 
 PREFIX = "ETCD_"
@@ -32,6 +38,26 @@ GO_FALSE = ("0", "f", "false")
 
 class EnvFlagError(ValueError):
     """An ETCD_* variable the member must not start with."""
+
+
+_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|ms|s|m|h)"
+
+
+def parse_duration(value: str) -> float:
+    """A non-negative Go duration ("10m", "1h30m", "500ms", "1.5s", "0") in seconds."""
+    if value == "0":
+        return 0.0
+    if not value or not re.fullmatch(f"(?:{_DURATION_PART})+", value):
+        raise ValueError(f"invalid duration {value!r}")
+    return sum(float(n) * _UNITS[u] for n, u in re.findall(_DURATION_PART, value))
+
+
+def uint32(value: str) -> int:
+    n = int(value)
+    if not 0 <= n < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"out of range for uint32: {n}")
+    return n
 
 
 def env_key(option: str) -> str:
@@ -221,3 +247,39 @@ def _given(args: argparse.Namespace, option: str) -> str | None:
     if value is not None and option in BOOLEAN and value.lower() not in GO_TRUE + GO_FALSE:
         raise ValueError(f"invalid value {value!r} for {option}: parse error")
     return value
+
+
+GRPC_INT_MAX = 2 ** 31 - 1  # grpc core's integer channel arguments are C ints
+
+
+def add_client_connection_flags(parser: argparse.ArgumentParser) -> None:
+    """etcd's --max-concurrent-streams and --grpc-keepalive-{min-time,interval,timeout}, with
+    etcd's defaults (a member's; etcd 3.5's grpc-proxy has the same); see
+    client_connection_options for what they become."""
+    a = parser.add_argument
+    a("--max-concurrent-streams", type=uint32, default=2 ** 32 - 1,
+      help="maximum concurrent streams each client connection may open")
+    a("--grpc-keepalive-min-time", type=parse_duration, default="5s",
+      help="minimum interval a client should wait between pings")
+    a("--grpc-keepalive-interval", type=parse_duration, default="2h",
+      help="frequency of pings to idle clients (0 to disable)")
+    a("--grpc-keepalive-timeout", type=parse_duration, default="20s",
+      help="wait for a ping's answer before closing the connection (0 to disable)")
+
+
+def client_connection_options(max_concurrent_streams: int, keepalive_min_time: float,
+                              keepalive_interval: float, keepalive_timeout: float) -> list[tuple[str, int]]:
+    """grpc core server options for etcd's --max-concurrent-streams and
+    --grpc-keepalive-{min-time,interval,timeout} (seconds; interval and timeout 0: disabled):
+    a client pinging more often than `keepalive_min_time` gets GOAWAY too_many_pings, idle
+    connections are pinged every `keepalive_interval` and closed when a ping goes unanswered
+    for `keepalive_timeout`."""
+    def ms(seconds: float) -> int:
+        return min(int(seconds * 1000), GRPC_INT_MAX) if seconds > 0 else GRPC_INT_MAX
+    return [
+        ("grpc.max_concurrent_streams", min(max_concurrent_streams, GRPC_INT_MAX)),
+        ("grpc.keepalive_time_ms", ms(keepalive_interval)),
+        ("grpc.keepalive_timeout_ms", ms(keepalive_timeout)),
+        # (not "min_recv_ping_interval...": grpc core ignores unknown keys, and its default is 5 min)
+        ("grpc.http2.min_ping_interval_without_data_ms", int(keepalive_min_time * 1000)),
+    ]

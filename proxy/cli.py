@@ -5,7 +5,8 @@
 
 etcd-compatible flags: --endpoints, --listen-addr, --metrics-addr, --namespace, --cert, --key,
 --cacert (TLS to the cluster), --cert-file, --key-file, --trusted-ca-file, --auto-tls (TLS to
-clients), --data-dir, --max-send-bytes, --max-recv-bytes, --max-concurrent-streams, --debug; the
+clients), --data-dir, --max-send-bytes, --max-recv-bytes, --max-concurrent-streams, --debug,
+--grpc-keepalive-{min-time,interval,timeout} (etcd 3.5's); the
 rest of etcd 3.4's are accepted without effect or refused unless left at their default
 (cluster/etcd_flags.py, PROXY_NO_EFFECT and PROXY_UNSUPPORTED; docs/proxy.md). Ours: --workers, --cache-max-entries, --cache-max-bytes,
 --max-requests-per-client-per-second, --max-requests-per-key-per-second,
@@ -34,13 +35,6 @@ from .upstream import DEFAULT_MAX_RECV_BYTES, DEFAULT_MAX_SEND_BYTES
 
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _uint32(value: str) -> int:
-    n = int(value)
-    if not 0 <= n < 2 ** 32:
-        raise argparse.ArgumentTypeError(f"out of range for uint32: {n}")
-    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
            "needs read permission on every key served); without it the cache stays off under auth")
     a("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     a("--debug", action="store_true", help="as etcd's: --log-level debug")
-    a("--max-concurrent-streams", type=_uint32, default=2 ** 32 - 1,
-      help="maximum concurrent streams each client connection may open")
+    # with etcd 3.5's grpc-proxy keepalive flags (3.4's proxy left grpc's 5-minute minimum,
+    # which cut off clients pinging every 30 s, Kubernetes' apiserver among them: etcd PR 11711)
+    etcd_flags.add_client_connection_flags(start)
     etcd_flags.add_etcd_only_flags(start, etcd_flags.PROXY_NO_EFFECT, etcd_flags.PROXY_UNSUPPORTED)
     # Set by the supervisor of --workers N for each worker it starts (proxy/workers.py).
     a("--worker-metrics-dir", default="", help=argparse.SUPPRESS)
@@ -107,6 +102,9 @@ def config_from_args(args: argparse.Namespace) -> ProxyConfig:
         cache_user=args.cache_user,
         linearizable_read_interval_ms=args.linearizable_read_interval_ms,
         max_concurrent_streams=args.max_concurrent_streams,
+        grpc_keepalive_min_time=args.grpc_keepalive_min_time,
+        grpc_keepalive_interval=args.grpc_keepalive_interval,
+        grpc_keepalive_timeout=args.grpc_keepalive_timeout,
     )
 
 

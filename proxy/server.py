@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import grpc
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 
+from cluster import etcd_flags
 from cluster.grpc_wrapping import WrappingServer
 from cluster.tls import TLSInfo
 from protos.etcdserverpb import rpc_pb2, rpc_pb2_grpc
@@ -65,6 +66,9 @@ class ProxyConfig:
     linearizable_read_interval_ms: float = 25.0  # pacing of one hot key's linearizable reads
     cache_user: str = ""  # USER:PASSWORD for the cache's keyspace watch when auth is on upstream
     max_concurrent_streams: int = 2 ** 32 - 1  # per client connection (etcd's flag)
+    grpc_keepalive_min_time: float = 5.0  # seconds; clients pinging more often are cut off
+    grpc_keepalive_interval: float = 7200.0  # seconds between pings to idle clients; 0: none
+    grpc_keepalive_timeout: float = 20.0  # seconds to wait for a ping's answer; 0: forever
 
     @property
     def upstream_tls(self) -> bool:
@@ -129,7 +133,8 @@ class ProxyServer:
             ("grpc.so_reuseport", 1 if self._reuse_port else 0),
             ("grpc.max_receive_message_length", cfg.max_recv_bytes),
             ("grpc.max_send_message_length", -1),
-            ("grpc.max_concurrent_streams", min(cfg.max_concurrent_streams, 2 ** 31 - 1)),  # a C int
+            *etcd_flags.client_connection_options(cfg.max_concurrent_streams, cfg.grpc_keepalive_min_time,
+                                                  cfg.grpc_keepalive_interval, cfg.grpc_keepalive_timeout),
             # grpc core cancels calls beyond 1,000 not yet picked up by the application; a proxy
             # in front of thousands of clients must accept them (etcd has no such limit).
             ("grpc.server.max_pending_requests", 100_000),

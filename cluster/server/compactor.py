@@ -17,6 +17,7 @@ import re
 import time
 from typing import Awaitable, Callable
 
+from cluster.etcd_flags import parse_duration
 from protos.etcdserverpb import rpc_pb2
 
 from .errors import EtcdError
@@ -24,8 +25,6 @@ from .errors import EtcdError
 log = logging.getLogger(__name__)
 
 REVISION_MODE_INTERVAL = 300.0
-_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_PART = r"(\d+(?:\.\d*)?|\.\d+)(ns|us|\u00b5s|ms|s|m|h)"
 
 
 def parse_retention(mode: str, value: str) -> float:
@@ -36,15 +35,6 @@ def parse_retention(mode: str, value: str) -> float:
     if re.fullmatch(r"\d+", value):
         return float(value) * 3600.0
     return parse_duration(value)
-
-
-def parse_duration(value: str) -> float:
-    """A non-negative Go duration ("10m", "1h30m", "500ms", "1.5s", "0") in seconds."""
-    if value == "0":
-        return 0.0
-    if not value or not re.fullmatch(f"(?:{_DURATION_PART})+", value):
-        raise ValueError(f"invalid duration {value!r}")
-    return sum(float(n) * _UNITS[u] for n, u in re.findall(_DURATION_PART, value))
 
 
 class AutoCompactor:

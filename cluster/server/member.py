@@ -26,6 +26,7 @@ import grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, ProcessCollector
 
+from cluster import etcd_flags
 from cluster.fsutil import fsync_dir
 from cluster.grpc_wrapping import WrappingServer
 from cluster.mvcc.store import MVCCStore
@@ -121,14 +122,6 @@ class MemberConfig:
     grpc_keepalive_timeout: float = 20.0  # seconds to wait for a ping's answer; 0: forever
     max_concurrent_streams: int = 2 ** 32 - 1  # per client connection
     warning_apply_duration: float = 0.1  # an apply taking longer is logged and counted
-
-
-GRPC_INT_MAX = 2 ** 31 - 1  # grpc core's integer channel arguments are C ints
-
-
-def _grpc_ms(seconds: float) -> int:
-    """A keepalive duration as grpc core takes it; 0 (etcd: disabled) is "never"."""
-    return min(int(seconds * 1000), GRPC_INT_MAX) if seconds > 0 else GRPC_INT_MAX
 
 
 def host_port(url: str) -> str:
@@ -249,16 +242,14 @@ class Member:
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", cfg.max_request_bytes + GRPC_OVERHEAD_BYTES),
             ("grpc.max_send_message_length", 2 ** 31 - 1),
-            ("grpc.max_concurrent_streams", min(cfg.max_concurrent_streams, GRPC_INT_MAX)),
             # grpc core cancels calls beyond 1,000 not yet picked up by the application; etcd
             # has no such limit, and thousands of clients may connect at once.
             ("grpc.server.max_pending_requests", 100_000),
             ("grpc.server.max_pending_requests_hard_limit", 100_000),
             # --grpc-keepalive-*: ping idle clients (default every 2 h), wait for the answer
-            # (20 s), refuse clients pinging more often than every 5 s
-            ("grpc.keepalive_time_ms", _grpc_ms(cfg.grpc_keepalive_interval)),
-            ("grpc.keepalive_timeout_ms", _grpc_ms(cfg.grpc_keepalive_timeout)),
-            ("grpc.http2.min_ping_interval_without_data_ms", int(cfg.grpc_keepalive_min_time * 1000)),
+            # (20 s), refuse clients pinging more often than every 5 s; --max-concurrent-streams
+            *etcd_flags.client_connection_options(cfg.max_concurrent_streams, cfg.grpc_keepalive_min_time,
+                                                  cfg.grpc_keepalive_interval, cfg.grpc_keepalive_timeout),
         ])
         services = {
             "KV": KVService(self.store, self.log, self.proposer, self.headers, self.quota, self.apply_loop,

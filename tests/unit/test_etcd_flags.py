@@ -10,7 +10,7 @@ import pytest
 
 from cluster import etcd_flags
 from cluster.cli import build_parser, config_from_args
-from cluster.server.compactor import parse_duration
+from cluster.etcd_flags import parse_duration
 
 
 def prepare(argv, env):
@@ -148,14 +148,27 @@ def test_kvproxy_takes_etcd_grpc_proxys_flags():
                                                 etcd_flags.PROXY_UNSUPPORTED, "kvproxy")
 
     args, messages = check(["--enable-pprof", "--resolver-ttl", "30", "--debug", "--max-concurrent-streams", "9",
-                            "--insecure-skip-tls-verify=false", "--experimental-leasing-prefix", ""])
+                            "--insecure-skip-tls-verify=false", "--experimental-leasing-prefix", "",
+                            "--grpc-keepalive-min-time", "1s", "--grpc-keepalive-interval", "0"])
     assert [m for _, m in messages] == [
         "--enable-pprof=true has no effect in kvproxy: Go's runtime profiler: there is no Go runtime here",
         "--resolver-ttl=30 has no effect in kvproxy: used only with --resolver-prefix"]
-    assert args.debug and proxy_config(args).max_concurrent_streams == 9
+    config = proxy_config(args)
+    assert args.debug and config.max_concurrent_streams == 9
+    assert (config.grpc_keepalive_min_time, config.grpc_keepalive_interval, config.grpc_keepalive_timeout) == \
+        (1.0, 0.0, 20.0)
     for argv, error in ((["--insecure-skip-tls-verify"], "--insecure-skip-tls-verify=true is not supported"),
                         (["--resolver-prefix", "/proxies"], "--resolver-prefix=/proxies is not supported"),
                         (["--discovery-srv", "example.com"], "--discovery-srv=example.com is not supported")):
         with pytest.raises(ValueError) as exc:
             check(argv)
         assert str(exc.value).startswith(error), argv
+
+
+def test_connection_flags_in_grpc_cores_terms():
+    assert dict(etcd_flags.client_connection_options(2 ** 32 - 1, 5.0, 7200.0, 20.0)) == {
+        "grpc.max_concurrent_streams": 2 ** 31 - 1, "grpc.keepalive_time_ms": 7_200_000,
+        "grpc.keepalive_timeout_ms": 20_000, "grpc.http2.min_ping_interval_without_data_ms": 5000}
+    disabled = dict(etcd_flags.client_connection_options(2, 0.5, 0.0, 0.0))  # 0: never
+    assert (disabled["grpc.keepalive_time_ms"], disabled["grpc.keepalive_timeout_ms"]) == (2 ** 31 - 1, 2 ** 31 - 1)
+    assert (disabled["grpc.max_concurrent_streams"], disabled["grpc.http2.min_ping_interval_without_data_ms"]) == (2, 500)

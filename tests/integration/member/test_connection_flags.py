@@ -1,7 +1,7 @@
 """Client-connection flags side by side with etcd 3.4.23:
 - --grpc-keepalive-min-time: a client that pings every second on an idle Watch stream is cut off
   (GOAWAY "too_many_pings") under the default 5 s minimum, and left alone when the member allows
-  pings every 500 ms;
+  pings every 500 ms; on kvproxy too (etcd 3.5's grpc-proxy flag);
 - --max-concurrent-streams: with 2, a connection holding two Watch streams gets no third stream
   (a Range waits) until one ends; on kvproxy too (etcd grpc-proxy's flag)."""
 
@@ -62,15 +62,19 @@ def test_keepalive_min_time_as_etcd(procs, tmp_path):
             start(procs, spec)
             wait_until(lambda s=spec: port_open(s.members[0].client_port), 30, f"{kind} {min_time}")
             stacks[kind, min_time] = spec.members[0].endpoint
+            if kind == "kv":
+                proxy = start_kvproxy(procs, spec, name=f"kvproxy-{min_time}", extra_flags=flags)
+                stacks["kvproxy", min_time] = proxy.listen_addr
     watches = {key: IdleWatch(endpoint) for key, endpoint in stacks.items()}
     try:
         for key, w in watches.items():
             assert w.created.wait(15), key
         # pings every second: the third one beyond the allowed rate ends the connection
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(watches[k, "default"].error is None for k in ("etcd", "kv")):
+        kinds = ("etcd", "kv", "kvproxy")
+        while time.monotonic() < deadline and any(watches[k, "default"].error is None for k in kinds):
             time.sleep(0.2)
-        for kind in ("etcd", "kv"):
+        for kind in kinds:
             cut, allowed = watches[kind, "default"], watches[kind, "500ms"]
             assert cut.error is not None and cut.error.code() == grpc.StatusCode.UNAVAILABLE, kind
             assert allowed.error is None, (kind, allowed.error)
