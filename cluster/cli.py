@@ -71,15 +71,6 @@ def _urls(value: str) -> list[str]:
     return [u.strip() for u in value.split(",") if u.strip()]
 
 
-def _bool(value: str) -> bool:
-    """Go's flag syntax for booleans: --flag, --flag=true, --flag=false."""
-    if value.lower() in ("1", "t", "true"):
-        return True
-    if value.lower() in ("0", "f", "false"):
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean value {value!r}")
-
-
 def _count(value: str) -> int:
     n = int(value)
     if n < 0:
@@ -116,14 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     a("--cert-file", default="", help="client server TLS cert file")
     a("--key-file", default="", help="client server TLS key file")
     a("--trusted-ca-file", default="", help="client server TLS trusted CA cert file")
-    a("--client-cert-auth", type=_bool, nargs="?", const=True, default=False,
+    a("--client-cert-auth", type=etcd_flags.go_bool, nargs="?", const=True, default=False,
       help="require and verify client certificates (signed by --trusted-ca-file)")
-    a("--auto-tls", type=_bool, nargs="?", const=True, default=False,
+    a("--auto-tls", type=etcd_flags.go_bool, nargs="?", const=True, default=False,
       help="client TLS using a generated self-signed certificate")
     a("--peer-cert-file", default="", help="peer server TLS cert file")
     a("--peer-key-file", default="", help="peer server TLS key file")
     a("--peer-trusted-ca-file", default="", help="peer server TLS trusted CA file")
-    a("--peer-client-cert-auth", type=_bool, nargs="?", const=True, default=False,
+    a("--peer-client-cert-auth", type=etcd_flags.go_bool, nargs="?", const=True, default=False,
       help="require and verify peer client certificates (signed by --peer-trusted-ca-file)")
     a("--log-level", choices=["debug", "info", "warn", "error", "panic", "fatal"], default="warn")
     a("--logger", default="zap", help="accepted for etcd compatibility; logs are always JSON lines")
@@ -137,16 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     a("--wal-dir", default="", help="dedicated WAL directory (default: <data-dir>/member/wal)")
     a("--max-snapshots", type=_count, default=5, help="snapshot files to retain (0 is unlimited)")
     a("--max-wals", type=_count, default=5, help="WAL files to retain (0 is unlimited)")
-    a("--strict-reconfig-check", type=_bool, nargs="?", const=True, default=True,
+    a("--strict-reconfig-check", type=etcd_flags.go_bool, nargs="?", const=True, default=True,
       help="reject reconfiguration requests that would cause quorum loss")
-    a("--pre-vote", type=_bool, nargs="?", const=True, default=True,
+    a("--pre-vote", type=etcd_flags.go_bool, nargs="?", const=True, default=True,
       help="run a pre-vote phase before elections (default true here, as etcd 3.5; etcd 3.4: false)")
-    a("--initial-election-tick-advance", type=_bool, nargs="?", const=True, default=True,
+    a("--initial-election-tick-advance", type=etcd_flags.go_bool, nargs="?", const=True, default=True,
       help="fast-forward the election ticks on boot, for a faster first election")
     etcd_flags.add_client_connection_flags(p)
     a("--experimental-warning-apply-duration", type=parse_duration, default="100ms",
       help="log a warning and count etcd_server_slow_apply_total for applies that take longer")
-    a("--debug", type=_bool, nargs="?", const=True, default=False,
+    a("--debug", type=etcd_flags.go_bool, nargs="?", const=True, default=False,
       help="deprecated in etcd 3.4: --log-level debug")
     a("--log-outputs", type=_urls, default=["default"],
       help="comma-separated: default, stderr, stdout, or file paths (appended to)")

@@ -53,6 +53,15 @@ def parse_duration(value: str) -> float:
     return sum(float(n) * _UNITS[u] for n, u in re.findall(_DURATION_PART, value))
 
 
+def go_bool(value: str) -> bool:
+    """Go's flag syntax for booleans: 1, t, true, 0, f, false (any case)."""
+    if value.lower() in GO_TRUE:
+        return True
+    if value.lower() in GO_FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value {value!r}")
+
+
 def uint32(value: str) -> int:
     n = int(value)
     if not 0 <= n < 2 ** 32:
@@ -111,10 +120,11 @@ def prepare_argv(parser: argparse.ArgumentParser, argv: Sequence[str],
             messages.append((logging.WARNING, f"unrecognized environment variable {key}={value}"))
             continue
         if isinstance(action, argparse._StoreTrueAction):  # a flag without a value: Go bool syntax
-            if value.lower() not in GO_TRUE + GO_FALSE:
-                raise EnvFlagError(f'invalid value "{value}" for {key}: parse error')
-            if value.lower() in GO_TRUE:
-                extra.append(opt)
+            try:
+                if go_bool(value):
+                    extra.append(opt)
+            except argparse.ArgumentTypeError:
+                raise EnvFlagError(f'invalid value "{value}" for {key}: parse error') from None
         else:
             _check_value(action, key, value)
             extra.append(f"{opt}={value}")
@@ -161,7 +171,7 @@ BOOLEAN = {"--enable-pprof", "--experimental-peer-skip-client-san-verification",
            "--insecure-skip-tls-verify", "--experimental-serializable-ordering"}
 # Refused unless left at what etcd does by default (value: (is that value harmless, why)).
 _EMPTY = (lambda v: v == "")
-_OFF = (lambda v: v.lower() in GO_FALSE)
+_OFF = (lambda v: not go_bool(v))  # checked to parse first (_given)
 _NO_DISCOVERY = "discovery bootstrap is not supported: list the members in --initial-cluster"
 _NO_CORRUPT_CHECK = ("corruption checks between members are not implemented "
                      "(compare `etcdctl endpoint hashkv --cluster`)")
@@ -228,7 +238,7 @@ def check_etcd_only(args: argparse.Namespace, no_effect: Mapping[str, str],
             raise ValueError(f"invalid value {value!r} for {option}: one of {', '.join(_CHOICES[option])}")
         if option == "--bcrypt-cost" and not (value.isdigit() and 4 <= int(value) <= 31):
             raise ValueError(f"invalid value {value!r} for --bcrypt-cost: between 4 and 31")
-        if option in BOOLEAN and value.lower() in GO_FALSE:
+        if option in BOOLEAN and not go_bool(value):
             continue
         messages.append((logging.WARNING, f"{option}={value} has no effect in {program}: {reason}"))
     for option, (harmless, reason) in unsupported.items():
@@ -243,9 +253,13 @@ def check_etcd_only(args: argparse.Namespace, no_effect: Mapping[str, str],
 
 
 def _given(args: argparse.Namespace, option: str) -> str | None:
+    """The raw value of an etcd-only flag, None if not given; a boolean's must parse."""
     value = getattr(args, _dest(option))
-    if value is not None and option in BOOLEAN and value.lower() not in GO_TRUE + GO_FALSE:
-        raise ValueError(f"invalid value {value!r} for {option}: parse error")
+    if value is not None and option in BOOLEAN:
+        try:
+            go_bool(value)
+        except argparse.ArgumentTypeError:
+            raise ValueError(f"invalid value {value!r} for {option}: parse error") from None
     return value
 
 

@@ -109,9 +109,7 @@ class MemberWAL:
             marker = SnapshotMarker(snapshot.metadata.index, snapshot.metadata.term)
             self.snapshot = snapshot
             sync = True
-        written = self._wal.save(hard_state, entries, snapshot=marker)
-        if self._count_written is not None:
-            self._count_written(written)
+        self._save(hard_state, entries, marker)
         if not sync:
             return 0.0
         t0 = time.perf_counter()
@@ -125,10 +123,15 @@ class MemberWAL:
         be durable up to it): snapshot file, WAL marker + fsync, then delete the WAL segments it
         covers (unless `max_wals` is 0). Returns the number of segments deleted."""
         self._snapfiles.save(snapshot)
-        self._wal.save(None, [], snapshot=SnapshotMarker(snapshot.metadata.index, snapshot.metadata.term))
+        self._save(None, [], SnapshotMarker(snapshot.metadata.index, snapshot.metadata.term))
         self._wal.sync()
         self.snapshot = snapshot
         return len(self._wal.release_to(snapshot.metadata.index)) if self.max_wals else 0
+
+    def _save(self, hard_state: HardState | None, entries: list[Entry], marker: SnapshotMarker | None) -> None:
+        written = self._wal.save(hard_state, entries, snapshot=marker)
+        if self._count_written is not None:
+            self._count_written(written)
 
     def received_db_path(self, index: int, term: int) -> Path:
         """Where a store image received from the leader for snapshot (index, term) waits until

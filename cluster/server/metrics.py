@@ -27,7 +27,7 @@ class MemberMetrics:
     """All metric families of one member, registered in `registry`."""
 
     def __init__(self, registry: CollectorRegistry):
-        r = registry
+        r = self._registry = registry
         self.range_total = Counter("etcd_mvcc_range", "Total number of ranges seen by this member.", registry=r)
         self.put_total = Counter("etcd_mvcc_put", "Total number of puts seen by this member.", registry=r)
         self.delete_total = Counter("etcd_mvcc_delete", "Total number of deletes seen by this member.", registry=r)
@@ -67,11 +67,10 @@ class MemberMetrics:
                               ("range", self.range_total), ("txn", self.txn_total)):
             # etcd 3.4 still exports its older names beside etcd_mvcc_*: the same counts
             self.counter(f"etcd_debugging_mvcc_{name}_total", f"Total number of {name}s seen by this member.",
-                         functools.partial(_counter_value, counter), registry=r)
+                         functools.partial(_counter_value, counter))
         self.slow_applies = Counter("etcd_server_slow_apply",
                                     "The total number of slow apply requests (likely overloaded from slow disk).",
                                     registry=r)
-        self._registry = r
 
     def info(self, name: str, doc: str, label: str, value: str) -> None:
         """etcd's info gauge: 1 for the series whose `label` is `value` (a version, an ID)."""
@@ -81,9 +80,9 @@ class MemberMetrics:
         """A gauge whose value is `fn()` at scrape time."""
         Gauge(name, doc, registry=self._registry).set_function(fn)
 
-    def counter(self, name: str, doc: str, fn, registry: CollectorRegistry | None = None) -> None:
+    def counter(self, name: str, doc: str, fn) -> None:
         """A counter whose value is `fn()` at scrape time; `fn` must never decrease."""
-        (registry or self._registry).register(_CallbackCounter(name, doc, fn))
+        self._registry.register(_CallbackCounter(name, doc, fn))
 
     def count_applied(self, req: internal_pb2.InternalRequest) -> None:
         """Apply thread: count a successfully applied request (Counter.inc is thread-safe)."""

@@ -262,7 +262,7 @@ def test_a_leader_that_sends_heartbeats_late_counts_them(tmp_path):
         late = []
         drivers, _ = await start_cluster(tmp_path, network, count_late_heartbeat=lambda: late.append(1))
         leader = drivers[1].leader_id
-        await asyncio.sleep(0.1)  # heartbeats flowing to both followers
+        await until(lambda: len(drivers[leader]._heartbeat_sent) == 2, what="heartbeats to both followers")
         before = len(late)
         time.sleep(0.05)  # the whole loop blocked: 5 ticks of 10 ms
         await until(lambda: len(late) >= before + 2, what="a late heartbeat to each follower")
